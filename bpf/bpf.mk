@@ -1,0 +1,1 @@
+# bpf/ — the CO-RE pressure monitor (libbpf skeletons).

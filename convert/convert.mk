@@ -1,0 +1,3 @@
+# convert/ — ONNX import, graph normalisation, calibration, quantization, nesting.
+CONVERT_SRCS +=
+CONVERT_LIBS +=
