@@ -11,9 +11,11 @@
 #include "nq_error.h"
 
 extern const struct nq_verb nq_verb_info;
+extern const struct nq_verb nq_verb_monitor;
 
 static const struct nq_verb *const verbs[] = {
 	&nq_verb_info,
+	&nq_verb_monitor,
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
