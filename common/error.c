@@ -33,10 +33,18 @@ int nq_fail_context(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(prefix, sizeof(prefix), fmt, ap);
 	va_end(ap);
-	if (old[0])
-		snprintf(errmsg, sizeof(errmsg), "%s: %s", prefix, old);
-	else
-		snprintf(errmsg, sizeof(errmsg), "%s", prefix);
+	/* Truncating an over-long message is fine; it is for humans. */
+	if (old[0]) {
+		size_t n = strlen(prefix);
+
+		if (n > sizeof(errmsg) - 3)
+			n = sizeof(errmsg) - 3;
+		memcpy(errmsg, prefix, n);
+		memcpy(errmsg + n, ": ", 3);
+		strncat(errmsg, old, sizeof(errmsg) - n - 3);
+	} else {
+		memcpy(errmsg, prefix, sizeof(errmsg));
+	}
 	return err;
 }
 

@@ -43,9 +43,9 @@
 #define NQ_MAX_ACT_RANK 4
 
 /* Element types (ONNX TensorProto.DataType values). */
-enum nq_dtype {
-	NQ_DT_FLOAT = 1,
-	NQ_DT_INT64 = 7,
+enum nq_elem_type {
+	NQ_ELEM_FLOAT = 1,
+	NQ_ELEM_INT64 = 7,
 };
 
 /* Import-only ops, removed by nq_graph_normalise().  Numbered past NQ_OP_*. */
@@ -96,11 +96,11 @@ enum nq_gop {
 
 struct nq_tensor {
 	char *name;
-	int dtype;			/* enum nq_dtype */
+	int dtype;			/* enum nq_elem_type */
 	int rank;			/* 0 = scalar */
 	int64_t dims[NQ_MAX_RANK];
-	float *data;			/* NQ_DT_FLOAT constant value, owned */
-	int64_t *i64;			/* NQ_DT_INT64 constant value, owned */
+	float *data;			/* NQ_ELEM_FLOAT constant value, owned */
+	int64_t *i64;			/* NQ_ELEM_INT64 constant value, owned */
 	int producer;			/* node index, -1 for inputs/constants */
 	unsigned flags;			/* NQ_TF_* */
 };

@@ -112,7 +112,7 @@ static const struct nq_tensor *const_float(struct nq_graph *g, struct nq_node *n
 	if (i >= n->n_inputs || n->inputs[i] < 0)
 		return NULL;
 	t = &g->tensors[n->inputs[i]];
-	if (!(t->flags & NQ_TF_CONST) || t->dtype != NQ_DT_FLOAT)
+	if (!(t->flags & NQ_TF_CONST) || t->dtype != NQ_ELEM_FLOAT)
 		*err = nq_fail(-EOPNOTSUPP, "%s: %s %s '%s' is not a constant; it cannot be normalised",
 			       label(n), n->op_type, what, t->name);
 	return t;

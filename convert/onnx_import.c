@@ -113,14 +113,14 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, const char *what, stru
 	switch (dt) {
 	case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
 	case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
-		t->dtype = NQ_DT_FLOAT;
+		t->dtype = NQ_ELEM_FLOAT;
 		t->data = malloc(n * sizeof(float));
 		if (!t->data)
 			return nq_fail(-ENOMEM, "tensor '%s': out of memory", what);
 		break;
 	case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
 	case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
-		t->dtype = NQ_DT_INT64;
+		t->dtype = NQ_ELEM_INT64;
 		t->i64 = malloc(n * sizeof(int64_t));
 		if (!t->i64)
 			return nq_fail(-ENOMEM, "tensor '%s': out of memory", what);
@@ -660,7 +660,7 @@ static int import_node(struct nq_graph *g, const Onnx__NodeProto *np, int index)
 			return nq_fail(-EINVAL, "%s: input '%s' is not defined by an earlier node", a.label,
 				       in);
 	}
-	out = nq_graph_add_tensor(g, out_name, NQ_DT_FLOAT, 0, NULL);
+	out = nq_graph_add_tensor(g, out_name, NQ_ELEM_FLOAT, 0, NULL);
 	if (out < 0)
 		return out;
 	id = nq_graph_add_node(g, op, name, op_type, inputs, (int)np->n_input, out);
@@ -681,11 +681,11 @@ static int bind_input(struct nq_graph *g, const char *name, const struct nq_tens
 	if (id < 0)
 		return id;
 	t = &g->tensors[id];
-	if (v->dtype == NQ_DT_FLOAT && v->data) {
+	if (v->dtype == NQ_ELEM_FLOAT && v->data) {
 		t->data = malloc(n * sizeof(float));
 		if (t->data)
 			memcpy(t->data, v->data, n * sizeof(float));
-	} else if (v->dtype == NQ_DT_INT64 && v->i64) {
+	} else if (v->dtype == NQ_ELEM_INT64 && v->i64) {
 		t->i64 = malloc(n * sizeof(int64_t));
 		if (t->i64)
 			memcpy(t->i64, v->i64, n * sizeof(int64_t));
@@ -742,7 +742,7 @@ static int import_input(struct nq_graph *g, const Onnx__ValueInfoProto *vi,
 						       d->dim_param ? d->dim_param : "");
 		}
 	}
-	id = nq_graph_add_tensor(g, name, NQ_DT_FLOAT, (int)tt->shape->n_dim, dims);
+	id = nq_graph_add_tensor(g, name, NQ_ELEM_FLOAT, (int)tt->shape->n_dim, dims);
 	if (id < 0)
 		return id;
 	g->tensors[id].flags |= NQ_TF_INPUT;

@@ -57,7 +57,7 @@ static int set_out(struct ctx *c, int dtype, int rank, const int64_t *dims)
 	struct nq_tensor *t = out(c);
 	uint64_t numel = 1;
 
-	if (rank > NQ_MAX_RANK || (dtype == NQ_DT_FLOAT && !(t->flags & NQ_TF_CONST) &&
+	if (rank > NQ_MAX_RANK || (dtype == NQ_ELEM_FLOAT && !(t->flags & NQ_TF_CONST) &&
 				   (rank < 1 || rank > NQ_MAX_ACT_RANK)))
 		return nq_fail(-EOPNOTSUPP, "%s: %s output of rank %d is not supported (ranks 1..%d)",
 			       c->label, c->n->op_type, rank, NQ_MAX_ACT_RANK);
@@ -80,7 +80,7 @@ static int need_float(struct ctx *c, const struct nq_tensor *t, const char *what
 {
 	if (!t)
 		return nq_fail(-EINVAL, "%s: %s has no %s input", c->label, c->n->op_type, what);
-	if (t->dtype != NQ_DT_FLOAT)
+	if (t->dtype != NQ_ELEM_FLOAT)
 		return nq_fail(-EOPNOTSUPP, "%s: %s input '%s' is not FLOAT", c->label, c->n->op_type,
 			       t->name);
 	return 0;
@@ -109,7 +109,7 @@ static int set_const_i64(struct ctx *c, int rank, const int64_t *dims, const int
 	int err;
 
 	t->flags |= NQ_TF_CONST;
-	err = set_out(c, NQ_DT_INT64, rank, dims);
+	err = set_out(c, NQ_ELEM_INT64, rank, dims);
 	if (err)
 		return err;
 	free(t->i64);
@@ -127,10 +127,10 @@ static int copy_const(struct ctx *c, const struct nq_tensor *src, int rank, cons
 	size_t n = nq_tensor_numel(src);
 	int err;
 
-	if (src->dtype == NQ_DT_INT64)
+	if (src->dtype == NQ_ELEM_INT64)
 		return set_const_i64(c, rank, dims, src->i64, n);
 	t->flags |= NQ_TF_CONST;
-	err = set_out(c, NQ_DT_FLOAT, rank, dims);
+	err = set_out(c, NQ_ELEM_FLOAT, rank, dims);
 	if (err)
 		return err;
 	free(t->data);
@@ -270,7 +270,7 @@ static int infer_conv(struct ctx *c)
 		return err;
 	od[0] = x->dims[0];
 	od[1] = oc;
-	return set_out(c, NQ_DT_FLOAT, 4, od);
+	return set_out(c, NQ_ELEM_FLOAT, 4, od);
 }
 
 static int infer_pool(struct ctx *c)
@@ -286,7 +286,7 @@ static int infer_pool(struct ctx *c)
 		od[0] = x->dims[0];
 		od[1] = x->dims[1];
 		od[2] = od[3] = 1;
-		return set_out(c, NQ_DT_FLOAT, 4, od);
+		return set_out(c, NQ_ELEM_FLOAT, 4, od);
 	}
 	if (!c->n->attrs.i[NQ_A_KH] || !c->n->attrs.i[NQ_A_KW])
 		return nq_fail(-EINVAL, "%s: %s has no kernel_shape", c->label, c->n->op_type);
@@ -295,7 +295,7 @@ static int infer_pool(struct ctx *c)
 		return err;
 	od[0] = x->dims[0];
 	od[1] = x->dims[1];
-	return set_out(c, NQ_DT_FLOAT, 4, od);
+	return set_out(c, NQ_ELEM_FLOAT, 4, od);
 }
 
 static int infer_gemm(struct ctx *c)
@@ -314,7 +314,7 @@ static int infer_gemm(struct ctx *c)
 				       (long long)a->dims[1], n->k);
 		od[0] = a->dims[0];
 		od[1] = n->oc;
-		return set_out(c, NQ_DT_FLOAT, 2, od);
+		return set_out(c, NQ_ELEM_FLOAT, 2, od);
 	}
 	b = in(c, 1);
 	err = need_rank(c, b, "input B (only 2-D matrices)", 2);
@@ -358,7 +358,7 @@ static int infer_gemm(struct ctx *c)
 	}
 	od[0] = m;
 	od[1] = nn;
-	return set_out(c, NQ_DT_FLOAT, 2, od);
+	return set_out(c, NQ_ELEM_FLOAT, 2, od);
 }
 
 static int infer_batchnorm(struct ctx *c)
@@ -383,7 +383,7 @@ static int infer_batchnorm(struct ctx *c)
 	}
 	if (!(c->n->attrs.f[NQ_F_BN_EPSILON] >= 0.0f))
 		return fail_unsup(c, "with a negative epsilon");
-	return set_out(c, NQ_DT_FLOAT, x->rank, x->dims);
+	return set_out(c, NQ_ELEM_FLOAT, x->rank, x->dims);
 }
 
 static int infer_unary(struct ctx *c)
@@ -397,11 +397,11 @@ static int infer_unary(struct ctx *c)
 		for (int i = 1; i <= 2; i++) {
 			struct nq_tensor *b = in(c, i);
 
-			if (b && (b->dtype != NQ_DT_FLOAT || nq_tensor_numel(b) != 1))
+			if (b && (b->dtype != NQ_ELEM_FLOAT || nq_tensor_numel(b) != 1))
 				return fail_unsup(c, "with a non-scalar or non-float bound");
 		}
 	}
-	return set_out(c, NQ_DT_FLOAT, x->rank, x->dims);
+	return set_out(c, NQ_ELEM_FLOAT, x->rank, x->dims);
 }
 
 static int infer_add(struct ctx *c)
@@ -421,7 +421,7 @@ static int infer_add(struct ctx *c)
 		snprintf(msg, sizeof(msg), "with broadcasting (shapes %s and %s)", sa, sb);
 		return fail_unsup(c, msg);
 	}
-	return set_out(c, NQ_DT_FLOAT, a->rank, a->dims);
+	return set_out(c, NQ_ELEM_FLOAT, a->rank, a->dims);
 }
 
 static int norm_axis(struct ctx *c, int axis, int rank, int allow_rank)
@@ -450,7 +450,7 @@ static int infer_flatten(struct ctx *c)
 		od[i >= axis] *= x->dims[i];
 	if (x->flags & NQ_TF_CONST)
 		return copy_const(c, x, 2, od);
-	return set_out(c, NQ_DT_FLOAT, 2, od);
+	return set_out(c, NQ_ELEM_FLOAT, 2, od);
 }
 
 static int infer_reshape(struct ctx *c)
@@ -468,7 +468,7 @@ static int infer_reshape(struct ctx *c)
 			return nq_fail(-EINVAL, "%s: Reshape changes the element count", c->label);
 		return 0;
 	}
-	if (!s || !(s->flags & NQ_TF_CONST) || s->dtype != NQ_DT_INT64 || s->rank != 1)
+	if (!s || !(s->flags & NQ_TF_CONST) || s->dtype != NQ_ELEM_INT64 || s->rank != 1)
 		return fail_unsup(c, "with a shape that is not a constant int64 vector");
 	if (s->dims[0] > NQ_MAX_RANK)
 		return fail_unsup(c, "to more than 8 dimensions");
@@ -506,7 +506,7 @@ static int infer_reshape(struct ctx *c)
 		return nq_fail(-EINVAL, "%s: Reshape of %zu elements into %zu", c->label, want, have);
 	if (x->flags & NQ_TF_CONST)
 		return copy_const(c, x, rank, od);
-	return set_out(c, NQ_DT_FLOAT, rank, od);
+	return set_out(c, NQ_ELEM_FLOAT, rank, od);
 }
 
 static int infer_softmax(struct ctx *c)
@@ -520,7 +520,7 @@ static int infer_softmax(struct ctx *c)
 	if (axis < 0)
 		return axis;
 	c->n->attrs.i[NQ_A_AXIS] = axis;
-	return set_out(c, NQ_DT_FLOAT, x->rank, x->dims);
+	return set_out(c, NQ_ELEM_FLOAT, x->rank, x->dims);
 }
 
 static int infer_concat(struct ctx *c)
@@ -531,14 +531,14 @@ static int infer_concat(struct ctx *c)
 
 	if (!x || c->n->n_inputs < 1)
 		return nq_fail(-EINVAL, "%s: Concat has no inputs", c->label);
-	if (x->dtype == NQ_DT_INT64) {	/* shape arithmetic */
+	if (x->dtype == NQ_ELEM_INT64) {	/* shape arithmetic */
 		int64_t v[NQ_MAX_RANK * 4];
 		size_t nv = 0;
 
 		for (int i = 0; i < c->n->n_inputs; i++) {
 			struct nq_tensor *t = in(c, i);
 
-			if (!t || !(t->flags & NQ_TF_CONST) || t->dtype != NQ_DT_INT64 || t->rank != 1)
+			if (!t || !(t->flags & NQ_TF_CONST) || t->dtype != NQ_ELEM_INT64 || t->rank != 1)
 				return fail_unsup(c, "of int64 values that are not constant vectors");
 			if (nv + (size_t)t->dims[0] > sizeof(v) / sizeof(v[0]))
 				return fail_unsup(c, "of more than 32 int64 values");
@@ -568,7 +568,7 @@ static int infer_concat(struct ctx *c)
 					       c->label, i, d);
 		od[axis] += t->dims[axis];
 	}
-	return set_out(c, NQ_DT_FLOAT, x->rank, od);
+	return set_out(c, NQ_ELEM_FLOAT, x->rank, od);
 }
 
 static int infer_pad(struct ctx *c)
@@ -581,7 +581,7 @@ static int infer_pad(struct ctx *c)
 	if (err)
 		return err;
 	if (!a->i[0]) {		/* opset >= 11: pads (and value) are inputs */
-		if (!p || !(p->flags & NQ_TF_CONST) || p->dtype != NQ_DT_INT64 || p->rank != 1 ||
+		if (!p || !(p->flags & NQ_TF_CONST) || p->dtype != NQ_ELEM_INT64 || p->rank != 1 ||
 		    p->dims[0] != 8)
 			return fail_unsup(c, "with pads that are not a constant int64[8]");
 		if (p->i64[0] || p->i64[1] || p->i64[4] || p->i64[5])
@@ -594,7 +594,7 @@ static int infer_pad(struct ctx *c)
 		a->i[NQ_A_PAD_B] = (int)p->i64[6];
 		a->i[NQ_A_PAD_R] = (int)p->i64[7];
 		if (v) {
-			if (!(v->flags & NQ_TF_CONST) || v->dtype != NQ_DT_FLOAT || nq_tensor_numel(v) != 1)
+			if (!(v->flags & NQ_TF_CONST) || v->dtype != NQ_ELEM_FLOAT || nq_tensor_numel(v) != 1)
 				return fail_unsup(c, "with a non-constant value");
 			a->f[NQ_F_PAD_VALUE] = v->data[0];
 		}
@@ -606,7 +606,7 @@ static int infer_pad(struct ctx *c)
 	od[1] = x->dims[1];
 	od[2] = x->dims[2] + a->i[NQ_A_PAD_T] + a->i[NQ_A_PAD_B];
 	od[3] = x->dims[3] + a->i[NQ_A_PAD_L] + a->i[NQ_A_PAD_R];
-	return set_out(c, NQ_DT_FLOAT, 4, od);
+	return set_out(c, NQ_ELEM_FLOAT, 4, od);
 }
 
 static int infer_shape_op(struct ctx *c)
@@ -636,7 +636,7 @@ static int infer_gather(struct ctx *c)
 	size_t n;
 
 	if (!d || !idx || !(d->flags & NQ_TF_CONST) || !(idx->flags & NQ_TF_CONST) ||
-	    d->dtype != NQ_DT_INT64 || idx->dtype != NQ_DT_INT64 || d->rank != 1 || idx->rank > 1)
+	    d->dtype != NQ_ELEM_INT64 || idx->dtype != NQ_ELEM_INT64 || d->rank != 1 || idx->rank > 1)
 		return fail_unsup(c, "on anything but constant int64 shape vectors");
 	if (c->n->attrs.i[0] != 0 && c->n->attrs.i[0] != -1)
 		return fail_unsup(c, "with axis != 0");
@@ -667,7 +667,7 @@ static int infer_unsqueeze(struct ctx *c)
 	if (!x || !(x->flags & NQ_TF_CONST))
 		return fail_unsup(c, "of a non-constant tensor");
 	if (ax) {
-		if (!(ax->flags & NQ_TF_CONST) || ax->dtype != NQ_DT_INT64 || ax->rank > 1 ||
+		if (!(ax->flags & NQ_TF_CONST) || ax->dtype != NQ_ELEM_INT64 || ax->rank > 1 ||
 		    nq_tensor_numel(ax) > NQ_MAX_RANK)
 			return fail_unsup(c, "with non-constant axes");
 		na = (int)nq_tensor_numel(ax);
@@ -708,7 +708,7 @@ static int infer_cast(struct ctx *c)
 	err = set_out(c, c->n->attrs.i[0], x->rank, x->dims);
 	if (err)
 		return err;
-	if (x->dtype == NQ_DT_INT64) {
+	if (x->dtype == NQ_ELEM_INT64) {
 		free(t->data);
 		t->data = malloc(n * sizeof(float));
 		if (!t->data)
@@ -810,7 +810,7 @@ int nq_graph_infer_shapes(struct nq_graph *g)
 	for (int i = 0; i < g->n_outputs; i++) {
 		const struct nq_tensor *t = &g->tensors[g->outputs[i]];
 
-		if (t->dtype != NQ_DT_FLOAT || (t->flags & NQ_TF_CONST))
+		if (t->dtype != NQ_ELEM_FLOAT || (t->flags & NQ_TF_CONST))
 			return nq_fail(-EOPNOTSUPP, "graph output '%s' is a constant or not FLOAT", t->name);
 	}
 	return 0;

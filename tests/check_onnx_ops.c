@@ -150,7 +150,7 @@ static int read_set(const char *dir, const char *prefix, struct io *io, char *wh
 			return err;
 		}
 		io->n = i + 1;
-		if (io->t[i].dtype != NQ_DT_FLOAT && (strcmp(prefix, "input") || !io->t[i].name[0])) {
+		if (io->t[i].dtype != NQ_ELEM_FLOAT && (strcmp(prefix, "input") || !io->t[i].name[0])) {
 			snprintf(why, wlen, "%s_%d.pb is not a float tensor", prefix, i);
 			io_free(io);
 			return -EOPNOTSUPP;
@@ -317,7 +317,7 @@ static int run_case(const char *dir, struct result *res)
 		/* int64 inputs become constants; the rest are fed */
 		nb = nf = 0;
 		for (int i = 0; i < in.n; i++) {
-			if (in.t[i].dtype == NQ_DT_INT64)
+			if (in.t[i].dtype == NQ_ELEM_INT64)
 				binds[nb++] = in.t[i];
 			else
 				feed.t[nf++] = in.t[i];
