@@ -23,7 +23,7 @@ int nq_vfail(int err, const char *fmt, va_list ap);
 int nq_fail_context(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Message of the last failure on this thread ("" if none). Never NULL. */
-const char *nq_last_error(void);
+__attribute__((visibility("default"))) const char *nq_last_error(void);	/* exported by libnestquant.so */
 void nq_clear_error(void);
 
 #endif

@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of the runtime: the loaded model (model.c), its activation arena
+ * plan (arena.c) and the executor (session.c).  Not installed; tests use it
+ * to check the plan and to run at explicit levels.
+ */
+#ifndef NQ_MODEL_H
+#define NQ_MODEL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "nestquant.h"
+#include "nq_format.h"
+#include "requant.h"
+
+#define NQ_ARENA_ALIGN 64
+
+/* One tensor as the executor sees it. */
+struct nq_xtensor {
+	uint8_t dtype;			/* enum nq_tensor_type */
+	uint8_t rank;
+	bool nhwc;			/* stored NHWC (rank-4 u8/s8) */
+	bool used;			/* needs arena space */
+	uint32_t dims[4];		/* logical */
+	uint32_t n, c, h, w;		/* dims padded to 4-D: [N, C, H, W] */
+	uint64_t count;
+	uint64_t bytes;
+	float scale;
+	int32_t zp, qmin, qmax;		/* storage range for u8/s8 */
+	int32_t first, last;		/* lifetime in node indices (-1: before node 0) */
+	uint64_t offset;		/* in the arena */
+};
+
+/* One node with everything derived at load. */
+struct nq_xnode {
+	uint32_t op;
+	uint32_t index;
+	const char *name;
+	uint32_t n_in;
+	const uint32_t *in;
+	uint32_t out;
+	union {
+		struct {
+			struct nq_conv_args tmpl;	/* level fields filled per run */
+			int32_t *bias32;		/* [levels][oc] */
+			struct nq_rq *rq;		/* [levels][oc] */
+			bool depthwise;
+		} conv;
+		struct nq_add_args add;
+		struct nq_pool_args pool;
+		struct nq_gap_args gap;
+		struct nq_eltwise_args elt;
+		struct nq_quant_args quant;
+		struct {
+			struct nq_eltwise_args *in;	/* [n_in] */
+			uint32_t axis;
+		} concat;
+		uint32_t axis;				/* SOFTMAX */
+	} u;
+	struct nq_rq *avg_table;			/* AVGPOOL [kh*kw + 1] */
+};
+
+struct nq_model {
+	struct nq_file *file;
+	const struct nq_kernels *kern;
+	uint32_t n_levels;
+	uint8_t level_bits[NQ_FORMAT_MAX_LEVELS];
+	_Atomic unsigned int level;
+
+	uint32_t n_tensors;
+	struct nq_xtensor *t;
+	uint32_t n_nodes;
+	struct nq_xnode *nodes;
+
+	uint32_t input, output;			/* graph input 0 / output 0 */
+	struct nq_disk_preprocess pre;
+	uint64_t arena_bytes;
+	size_t tile_bytes;			/* weight scratch per session */
+};
+
+/* Arena planning (arena.c): one item per tensor that needs memory. */
+struct nq_arena_item {
+	uint64_t size;
+	int32_t first, last;			/* live over nodes [first, last] */
+	uint64_t offset;			/* result */
+};
+
+/*
+ * Give every item an offset (multiple of align) so that items whose
+ * lifetimes overlap never overlap in memory; greedy, largest first, each at
+ * the lowest gap that fits.  *total receives the arena size.  Allocates
+ * O(n) temporaries; -ENOMEM, -EOVERFLOW.
+ */
+int nq_arena_plan(struct nq_arena_item *items, uint32_t n, uint64_t align, uint64_t *total);
+
+/* Level availability hook for the residency work: true when every plane of
+ * levels 0..level is usable right now.  Today: always. */
+bool nq_model_level_resident(const struct nq_model *m, unsigned int level);
+
+/* Offset of the element at logical linear index i (row-major over dims). */
+static inline uint64_t nq_xtensor_phys(const struct nq_xtensor *t, uint64_t i)
+{
+	uint64_t hw, c, n, p;
+
+	if (!t->nhwc)
+		return i;
+	hw = (uint64_t)t->h * t->w;
+	p = i % hw;
+	c = (i / hw) % t->c;
+	n = i / (hw * t->c);
+	return (n * hw + p) * t->c + c;
+}
+
+#endif

@@ -1,0 +1,312 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Sessions and the executor: one pass over the nodes in file (topological)
+ * order, each reading and writing its planned slot of the arena.  Nothing in
+ * the inference path allocates; the level is read once at the start and
+ * used for every layer of that inference.
+ *
+ * Data movement ops (Flatten, Reshape, Concat) and the float ops at the
+ * edges (preprocessing, Dequantize, Softmax) are here; everything on the
+ * integer hot path goes through the kernel table.
+ *
+ * Built with -ffp-contract=off (runtime.mk): the preprocessing arithmetic is
+ * specified as separate f32 operations and must not be fused into FMAs.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "nq_error.h"
+
+struct nq_session {
+	struct nq_model *m;
+	uint8_t *arena;
+	int8_t *tile;
+};
+
+int nq_session_create_opts(struct nq_model *m, const struct nq_session_opts *opts,
+			   struct nq_session **out)
+{
+	struct nq_session *s;
+	size_t bytes;
+
+	(void)opts;	/* threads: single-threaded until the pool exists */
+	*out = NULL;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return nq_fail(-ENOMEM, "session: out of memory");
+	s->m = m;
+	bytes = (size_t)((m->arena_bytes + NQ_ARENA_ALIGN - 1) & ~(uint64_t)(NQ_ARENA_ALIGN - 1));
+	s->arena = aligned_alloc(NQ_ARENA_ALIGN, bytes ? bytes : NQ_ARENA_ALIGN);
+	s->tile = aligned_alloc(64, ((m->tile_bytes + 63) & ~(size_t)63) + 64);
+	if (!s->arena || !s->tile) {
+		nq_session_destroy(s);
+		return nq_fail(-ENOMEM, "session: cannot allocate an arena of %llu bytes",
+			       (unsigned long long)m->arena_bytes);
+	}
+	*out = s;
+	return 0;
+}
+
+int nq_session_create(struct nq_model *m, struct nq_session **out)
+{
+	return nq_session_create_opts(m, NULL, out);
+}
+
+void nq_session_destroy(struct nq_session *s)
+{
+	if (!s)
+		return;
+	free(s->arena);
+	free(s->tile);
+	free(s);
+}
+
+static void *slot(struct nq_session *s, uint32_t tensor)
+{
+	return s->arena + s->m->t[tensor].offset;
+}
+
+/* Raw caller values -> the graph input (f32, logical NCHW). */
+static void preprocess(struct nq_session *s, const float *raw)
+{
+	const struct nq_model *m = s->m;
+	const struct nq_xtensor *t = &m->t[m->input];
+	const struct nq_disk_preprocess *p = &m->pre;
+	bool nhwc = p->layout == NQ_LAYOUT_NHWC;
+	uint64_t hw = (uint64_t)t->h * t->w;
+	float *x = slot(s, m->input);
+
+	for (uint32_t n = 0; n < t->n; n++)
+		for (uint32_t c = 0; c < t->c; c++) {
+			uint32_t pc = p->channels == 1 ? 0 : c;
+
+			for (uint64_t i = 0; i < hw; i++) {
+				uint64_t dst = ((uint64_t)n * t->c + c) * hw + i;
+				uint64_t src = nhwc ? ((uint64_t)n * hw + i) * t->c + c : dst;
+				float v = raw[src] * p->input_scale;
+
+				v = v - p->mean[pc];
+				x[dst] = v / p->std[pc];
+			}
+		}
+}
+
+static void dequantize(const struct nq_xtensor *I, const uint8_t *in, float *out)
+{
+	for (uint64_t i = 0; i < I->count; i++) {
+		uint8_t b = in[nq_xtensor_phys(I, i)];
+		int32_t u = I->dtype == NQ_TENSOR_S8 ? (int32_t)(int8_t)b : (int32_t)b;
+
+		out[i] = nq_dequantize_one(u, I->scale, I->zp);
+	}
+}
+
+/* Logical copy (Flatten/Reshape keep the NCHW linear order), requantising
+ * 8-bit values when the parameters differ. */
+static void relayout(const struct nq_xnode *x, const struct nq_xtensor *I,
+		     const struct nq_xtensor *O, const uint8_t *in, uint8_t *out)
+{
+	if (I->dtype == NQ_TENSOR_F32) {
+		memcpy(out, in, I->count * sizeof(float));
+		return;
+	}
+	for (uint64_t i = 0; i < I->count; i++) {
+		const struct nq_eltwise_args *e = &x->u.elt;
+		uint8_t b = in[nq_xtensor_phys(I, i)];
+		int32_t u = e->in_signed ? (int32_t)(int8_t)b : (int32_t)b;
+
+		out[nq_xtensor_phys(O, i)] = (uint8_t)nq_rq_output(u - e->zx, e->rq, e->zy,
+								    e->lo, e->hi);
+	}
+}
+
+static void concat(struct nq_session *s, const struct nq_xnode *x)
+{
+	const struct nq_xtensor *O = &s->m->t[x->out];
+	uint32_t axis = x->u.concat.axis, at = 0;
+	uint64_t inner = 1, outer = 1;
+	uint8_t *out = slot(s, x->out);
+
+	for (uint32_t d = axis + 1; d < O->rank; d++)
+		inner *= O->dims[d];
+	for (uint32_t d = 0; d < axis; d++)
+		outer *= O->dims[d];
+	for (uint32_t j = 0; j < x->n_in; j++) {
+		const struct nq_xtensor *J = &s->m->t[x->in[j]];
+		const uint8_t *in = slot(s, x->in[j]);
+		uint64_t len = J->dims[axis];
+
+		for (uint64_t o = 0; o < outer; o++)
+			for (uint64_t a = 0; a < len; a++)
+				for (uint64_t i = 0; i < inner; i++) {
+					uint64_t li = (o * len + a) * inner + i;
+					uint64_t lo = (o * O->dims[axis] + at + a) * inner + i;
+
+					if (O->dtype == NQ_TENSOR_F32) {
+						((float *)(void *)out)[lo] = ((const float *)(const void *)in)[li];
+					} else {
+						const struct nq_eltwise_args *e = &x->u.concat.in[j];
+						uint8_t b = in[nq_xtensor_phys(J, li)];
+						int32_t u = e->in_signed ? (int32_t)(int8_t)b : (int32_t)b;
+
+						out[nq_xtensor_phys(O, lo)] = (uint8_t)nq_rq_output(
+							u - e->zx, e->rq, e->zy, e->lo, e->hi);
+					}
+				}
+		at += J->dims[axis];
+	}
+}
+
+/* Softmax over one axis (ONNX opset 13), in double, result rounded to f32.
+ * Not part of the bit-exact contract: every ISA runs this same code. */
+static void softmax(const struct nq_xtensor *T, uint32_t axis, const float *in, float *out)
+{
+	uint64_t inner = 1, outer = 1, len = T->rank ? T->dims[axis] : 1;
+
+	for (uint32_t d = axis + 1; d < T->rank; d++)
+		inner *= T->dims[d];
+	for (uint32_t d = 0; d < axis && d < T->rank; d++)
+		outer *= T->dims[d];
+	for (uint64_t o = 0; o < outer; o++)
+		for (uint64_t i = 0; i < inner; i++) {
+			const float *x = in + o * len * inner + i;
+			float *y = out + o * len * inner + i;
+			double mx = -INFINITY, sum = 0;
+
+			for (uint64_t a = 0; a < len; a++)
+				if (x[a * inner] > mx)
+					mx = x[a * inner];
+			for (uint64_t a = 0; a < len; a++)
+				sum += exp((double)x[a * inner] - mx);
+			for (uint64_t a = 0; a < len; a++)
+				y[a * inner] = (float)(exp((double)x[a * inner] - mx) / sum);
+		}
+}
+
+static int run_node(struct nq_session *s, const struct nq_xnode *x, unsigned int level)
+{
+	const struct nq_model *m = s->m;
+	const struct nq_kernels *k = m->kern;
+	const struct nq_xtensor *I = &m->t[x->in[0]], *O = &m->t[x->out];
+	const uint8_t *in = slot(s, x->in[0]);
+	uint8_t *out = slot(s, x->out);
+
+	switch (x->op) {
+	case NQ_OP_QUANTIZE:
+		k->quantize(&x->u.quant, (const float *)(const void *)in, out);
+		return 0;
+	case NQ_OP_DEQUANTIZE:
+		dequantize(I, in, (float *)(void *)out);
+		return 0;
+	case NQ_OP_CONV:
+	case NQ_OP_GEMM: {
+		struct nq_conv_args a = x->u.conv.tmpl;
+
+		a.wt.level = level;
+		a.bias32 = x->u.conv.bias32 + (size_t)level * a.oc;
+		a.rq = x->u.conv.rq + (size_t)level * a.oc;
+		a.tile = s->tile;
+		if (x->op == NQ_OP_GEMM)
+			return k->gemm(&a, in, out);
+		return x->u.conv.depthwise ? k->conv_dw(&a, in, out) : k->conv(&a, in, out);
+	}
+	case NQ_OP_ADD:
+		k->add(&x->u.add, in, slot(s, x->in[1]), out, O->count);
+		return 0;
+	case NQ_OP_MAXPOOL:
+		k->maxpool(&x->u.pool, in, out);
+		return 0;
+	case NQ_OP_AVGPOOL:
+		k->avgpool(&x->u.pool, in, out);
+		return 0;
+	case NQ_OP_GLOBALAVGPOOL:
+		k->gap(&x->u.gap, in, out);
+		return 0;
+	case NQ_OP_FLATTEN:
+	case NQ_OP_RESHAPE:
+		relayout(x, I, O, in, out);
+		return 0;
+	case NQ_OP_CONCAT:
+		concat(s, x);
+		return 0;
+	case NQ_OP_SOFTMAX:
+		softmax(I, x->u.axis, (const float *)(const void *)in, (float *)(void *)out);
+		return 0;
+	case NQ_OP_RELU:
+	case NQ_OP_CLIP:
+		/* Same shape and both rank-4 or not: layouts agree, run flat. */
+		k->eltwise(&x->u.elt, in, out, O->count);
+		return 0;
+	}
+	return nq_fail(-ENOTSUP, "node %u: op %u", x->index, x->op);
+}
+
+static int run_one(struct nq_session *s, unsigned int level, const float *input, float *output)
+{
+	const struct nq_model *m = s->m;
+	const struct nq_xtensor *O = &m->t[m->output];
+	int err;
+
+	preprocess(s, input);
+	for (uint32_t i = 0; i < m->n_nodes; i++) {
+		err = run_node(s, &m->nodes[i], level);
+		if (err)
+			return nq_fail_context(err, "node %u (%s)", i, m->nodes[i].name);
+	}
+	if (O->dtype == NQ_TENSOR_F32)
+		memcpy(output, slot(s, m->output), O->count * sizeof(float));
+	else
+		dequantize(O, slot(s, m->output), output);
+	return 0;
+}
+
+/* The level an inference starts at: the model's current one, or the
+ * highest below it whose planes are all resident (residency hook). */
+static unsigned int start_level(const struct nq_model *m)
+{
+	unsigned int level = nq_model_level(m);
+
+	while (level > 0 && !nq_model_level_resident(m, level))
+		level--;
+	return level;
+}
+
+int nq_session_run_level(struct nq_session *s, unsigned int level, const float *input,
+			 float *output)
+{
+	if (!s || !input || !output)
+		return nq_fail(-EINVAL, "session run: NULL argument");
+	if (level >= s->m->n_levels)
+		return nq_fail(-EINVAL, "level %u out of range (%u levels)", level, s->m->n_levels);
+	return run_one(s, level, input, output);
+}
+
+int nq_session_run(struct nq_session *s, const float *input, float *output, int *level_used)
+{
+	return nq_session_run_batch(s, 1, input, output, level_used);
+}
+
+int nq_session_run_batch(struct nq_session *s, size_t count, const float *input,
+			 float *output, int *level_used)
+{
+	unsigned int level;
+	size_t ni, no;
+	int err;
+
+	if (!s || !input || !output)
+		return nq_fail(-EINVAL, "session run: NULL argument");
+	level = start_level(s->m);
+	ni = nq_model_input_count(s->m);
+	no = nq_model_output_count(s->m);
+	for (size_t i = 0; i < count; i++) {
+		err = run_one(s, level, input + i * ni, output + i * no);
+		if (err)
+			return err;
+	}
+	if (level_used)
+		*level_used = (int)level;
+	return 0;
+}
