@@ -35,9 +35,12 @@ CC ?= cc
 CLANG ?= clang
 AR ?= ar
 OPT ?= -O2 -g
+# Project folders are quote-only include paths (-iquote), so a project header
+# can never shadow a system one (<signal.h> vs runtime/signal.h).
 NQ_CFLAGS := -std=gnu11 $(OPT) -Wall -Wextra -Wshadow -Wno-missing-field-initializers \
 	-fPIC -fvisibility=hidden -D_GNU_SOURCE -MMD -MP \
-	-Icommon -Iformat -Iruntime/include -Iruntime -Iconvert -I$(O) -I$(O)/gen
+	-Iruntime/include -iquote common -iquote format -iquote runtime -iquote convert \
+	-iquote $(O) -iquote $(O)/gen
 NQ_LDFLAGS :=
 ifneq ($(SAN),)
 NQ_CFLAGS += -fsanitize=$(SAN) -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -63,6 +66,8 @@ include format/format.mk
 include runtime/runtime.mk
 include convert/convert.mk
 include bpf/bpf.mk
+include kmod/kmod.mk
+include models/models.mk
 include tests/tests.mk
 
 objs = $(patsubst %.c,$(O)/%.o,$(1))
@@ -129,7 +134,7 @@ KVER ?= $(shell ls -1 /lib/modules 2>/dev/null | while read v; do [ -d /lib/modu
 KDIR ?= /lib/modules/$(KVER)/build
 kmod:
 	@[ -d "$(KDIR)" ] || { echo "make kmod: no kernel build tree at '$(KDIR)' (install linux-headers-amd64, or set KVER=/KDIR=)" >&2; exit 1; }
-	$(Q)$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+	$(Q)$(MAKE) -C $(KDIR) M=$(CURDIR) O= modules
 
 clean:
 	$(call msg,CLEAN,$(O))
@@ -137,3 +142,4 @@ clean:
 	$(Q)[ ! -d "$(KDIR)" ] || $(MAKE) -s -C $(KDIR) M=$(CURDIR) clean >/dev/null 2>&1 || true
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
+include scripts/bench.mk

@@ -16,11 +16,12 @@ build="make gcc clang llvm pkg-config libc6-dev libbpf-dev bpftool libelf-dev zl
 test="check libsubunit-dev libonnx-testdata dataset-fashion-mnist libclang-rt-14-dev
       gnuplot-nox procps"
 train="python3 python3-torch python3-torchvision python3-onnx python3-numpy"
-kmod="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio xz-utils"
+kmod="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio xz-utils zstd"
 cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"
+bench="nodejs npm"	# make bench-infer, only when node/npm are missing (not in "all": nodesource's nodejs conflicts with npm)
 
 [ $# -gt 0 ] || set -- build test
-want=""
+want="" bp=0
 for g in "$@"; do
 	case $g in
 	build) want="$want $build" ;;
@@ -28,11 +29,14 @@ for g in "$@"; do
 	train) want="$want $train" ;;
 	kmod) want="$want $kmod" ;;
 	cross) want="$want $cross" ;;
+	bench) want="$want $bench" ;;
+	kmod-backports) want="$want $kmod" bp=1 ;;	# + bookworm-backports' 6.12 kernel
 	all) want="$want $build $test $train $kmod $cross" ;;
 	*) echo "setup-deps: unknown group '$g' (build test train kmod cross all)" >&2; exit 2 ;;
 	esac
 done
 
+[ "$bp" -eq 0 ] || "$(dirname "$0")"/setup-kmod-backports.sh
 missing=""
 for p in $want; do
 	case " $missing " in *" $p "*) continue ;; esac
