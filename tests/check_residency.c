@@ -1,0 +1,911 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Plane residency and level switching.
+ *
+ * The model: a 4-layer MLP written here with the format writer (levels
+ * 4|6|8, exact residuals, planes of 1.5-96 KiB so that regions span many
+ * pages and layers share boundary pages).  Oracle: the same file opened
+ * with the scalar kernels (NQ_ISA=scalar), run with every per-layer level
+ * vector (3^4 of them) before anything is switched.
+ *
+ * What is checked, with the kernel's own accounting (mincore for the page
+ * cache, /proc/self/pagemap for our page tables, cachestat where present):
+ * a drop really releases the bytes it reports and a page-in really makes
+ * every page resident, for each page-in and drop method and without
+ * io_uring; bad requests fail with clear errors; the non-blocking API
+ * completes through its eventfd; closing the model mid-switch cancels
+ * cleanly; budgets step memory down largest-plane-first with honest
+ * per-layer levels; and under a stress of thousands of random switches and
+ * budgets with inferences running on other threads, every output is
+ * byte-identical to the oracle's for the levels the run reports and no
+ * dropped page is ever faulted back by a running inference.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <linux/magic.h>
+#include <sys/resource.h>
+#include <sys/vfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "model.h"
+#include "nestquant.h"
+#include "nq_error.h"
+#include "nq_format.h"
+#include "nq_test.h"
+#include "residency.h"
+
+#define NL 4			/* weight layers */
+#define NLEV 3
+#define NIN 2			/* distinct inputs */
+#define NVEC 81			/* 3^NL per-layer level vectors */
+
+static const uint8_t BITS[NLEV] = { 4, 6, 8 };
+static const uint32_t DIMS[NL + 1] = { 512, 384, 512, 256, 16 };
+
+static char model_path[600];
+static float *inputs;			/* [NIN][DIMS[0]] */
+static float *oracle;			/* [NVEC][NIN][DIMS[NL]] */
+static uint64_t rng = 7;
+
+static uint64_t next(void)
+{
+	uint64_t z = (rng += 0x9E3779B97F4A7C15ull);
+
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static int rnd_round(double v)
+{
+	return (int)(v < 0 ? -(long)(-v + 0.5) : (long)(v + 0.5));
+}
+
+/* Checks for the one-time setup in main(), outside any test. */
+#define S_CMP(a, op, b)                                                                   \
+	do {                                                                              \
+		long long a_ = (long long)(a), b_ = (long long)(b);                       \
+		if (!(a_ op b_)) {                                                        \
+			fprintf(stderr, "%s:%d: setup: %s = %lld, want %s %lld (%s)\n",     \
+				__FILE__, __LINE__, #a, a_, #op, b_, nq_last_error());     \
+			exit(1);                                                          \
+		}                                                                         \
+	} while (0)
+#define S_EQ(a, b) S_CMP(a, ==, b)
+#define S_GE(a, b) S_CMP(a, >=, b)
+#define S_TRUE(c) S_CMP(!!(c), ==, 1)
+
+/* ---------------------------------------------------------------- */
+/* The test model.                                                   */
+
+static void build_model(void)
+{
+	struct nq_layer_desc d[NL];
+	int8_t *planes[NL][NLEV];
+	float *scales[NL], *bias[NL];
+	struct nq_writer *w;
+	struct nq_disk_preprocess pre = { 0 };
+	uint32_t t[NL + 3], li[NL];
+	char name[32];
+
+	snprintf(model_path, sizeof(model_path), "%s/mlp.nq", nq_test_tmpdir());
+	S_EQ(nq_writer_create(model_path, BITS, NLEV, NULL, &w), 0);
+	pre.layout = NQ_LAYOUT_NCHW;
+	pre.channels = 1;
+	pre.input_scale = 1.0f;
+	pre.std[0] = 1.0f;
+	S_EQ(nq_writer_set_preprocess(w, &pre), 0);
+
+	t[0] = (uint32_t)nq_writer_add_tensor(w, &(struct nq_tensor_desc){
+		.name = "x", .dtype = NQ_TENSOR_F32, .rank = 2, .dims = { 1, DIMS[0] } });
+	t[1] = (uint32_t)nq_writer_add_tensor(w, &(struct nq_tensor_desc){
+		.name = "xq", .dtype = NQ_TENSOR_U8, .rank = 2, .dims = { 1, DIMS[0] },
+		.scale = 1.0f / 64 });
+	for (int l = 0; l < NL; l++) {
+		bool last = l == NL - 1;
+
+		snprintf(name, sizeof(name), "h%d", l);
+		t[l + 2] = (uint32_t)nq_writer_add_tensor(w, &(struct nq_tensor_desc){
+			.name = name, .dtype = last ? NQ_TENSOR_S8 : NQ_TENSOR_U8, .rank = 2,
+			.dims = { 1, DIMS[l + 1] }, .scale = last ? 0.01f : 8.0f / 255 });
+	}
+	t[NL + 2] = (uint32_t)nq_writer_add_tensor(w, &(struct nq_tensor_desc){
+		.name = "y", .dtype = NQ_TENSOR_F32, .rank = 2, .dims = { 1, DIMS[NL] } });
+
+	for (int l = 0; l < NL; l++) {
+		uint32_t oc = DIMS[l + 1], k = DIMS[l];
+		uint64_t n = (uint64_t)oc * k;
+		int8_t *q8 = malloc(n), *q6 = malloc(n);
+
+		for (int lv = 0; lv < NLEV; lv++)
+			planes[l][lv] = malloc(n);
+		scales[l] = malloc(sizeof(float) * NLEV * oc);
+		bias[l] = malloc(sizeof(float) * oc);
+		for (uint64_t i = 0; i < n; i++)
+			q8[i] = (int8_t)((int)(next() % 255) - 127);
+		for (uint64_t i = 0; i < n; i++) {
+			int h6 = rnd_round(q8[i] / 4.0), h4;
+
+			h6 = h6 < -32 ? -32 : h6 > 31 ? 31 : h6;
+			q6[i] = (int8_t)h6;
+			planes[l][2][i] = (int8_t)(q8[i] - 4 * h6);
+			h4 = rnd_round(h6 / 4.0);
+			h4 = h4 < -8 ? -8 : h4 > 7 ? 7 : h4;
+			planes[l][1][i] = (int8_t)(h6 - 4 * h4);
+			planes[l][0][i] = (int8_t)h4;
+		}
+		for (uint32_t c = 0; c < oc; c++) {
+			/* Pre-activations of about unit spread: little saturation,
+			 * so a one-layer level change shows in the output. */
+			float sw = 1.5f / (127.0f * sqrtf((float)k));
+
+			for (int lv = 0; lv < NLEV; lv++)
+				scales[l][(uint64_t)lv * oc + c] = sw * (float)(1 << (8 - BITS[lv]));
+			bias[l][c] = (float)((int)(next() % 200) - 100) / 400.0f;
+		}
+		d[l] = (struct nq_layer_desc){ .kind = NQ_LAYER_GEMM, .oc = oc, .k = k, .groups = 1,
+					       .kh = 1, .kw = 1, .cin_per_group = k,
+					       .plane_bits = { 4, 3, 3 },
+					       .plane_signed = { true, true, true },
+					       .scales = scales[l], .bias = bias[l] };
+		snprintf(name, sizeof(name), "fc%d", l);
+		d[l].name = name;
+		li[l] = (uint32_t)nq_writer_add_layer(w, &d[l]);
+		S_GE((int)li[l], 0);
+		free(q8);
+		free(q6);
+	}
+	{
+		uint32_t in = t[0], out = t[1];
+
+		S_GE(nq_writer_add_node(w, &(struct nq_node_desc){
+			.name = "q", .op = NQ_OP_QUANTIZE, .inputs = &in, .n_inputs = 1,
+			.outputs = &out, .n_outputs = 1, .layer = NQ_NONE }), 0);
+	}
+	for (int l = 0; l < NL; l++) {
+		uint32_t in = t[l + 1], out = t[l + 2];
+		struct nq_node_desc nd = { .op = NQ_OP_GEMM, .inputs = &in, .n_inputs = 1,
+					   .outputs = &out, .n_outputs = 1, .layer = li[l] };
+
+		snprintf(name, sizeof(name), "fc%d", l);
+		nd.name = name;
+		nd.attrs.i[NQ_A_ACT] = l == NL - 1 ? NQ_ACT_NONE : NQ_ACT_RELU;
+		S_GE(nq_writer_add_node(w, &nd), 0);
+	}
+	{
+		uint32_t in = t[NL + 1], out = t[NL + 2];
+
+		S_GE(nq_writer_add_node(w, &(struct nq_node_desc){
+			.name = "dq", .op = NQ_OP_DEQUANTIZE, .inputs = &in, .n_inputs = 1,
+			.outputs = &out, .n_outputs = 1, .layer = NQ_NONE }), 0);
+	}
+	S_EQ(nq_writer_add_input(w, t[0]), 0);
+	S_EQ(nq_writer_add_output(w, t[NL + 2]), 0);
+	for (uint32_t lv = 0; lv < NLEV; lv++)
+		for (int l = 0; l < NL; l++) {
+			uint32_t oc = DIMS[l + 1], k = DIMS[l], stride;
+			uint64_t size;
+			uint8_t *buf;
+
+			S_EQ(nq_writer_plane_layout(w, li[l], lv, &stride, &size), 0);
+			buf = calloc(1, size);
+			for (uint32_t c = 0; c < oc; c++)
+				S_EQ(nq_pack_row(planes[l][lv] + (uint64_t)c * k, k,
+							     d[l].plane_bits[lv], true,
+							     buf + (uint64_t)c * stride), 0);
+			S_EQ(nq_writer_write_plane(w, li[l], lv, buf, size), 0);
+			free(buf);
+		}
+	S_EQ(nq_writer_finish(w), 0);
+	for (int l = 0; l < NL; l++) {
+		for (int lv = 0; lv < NLEV; lv++)
+			free(planes[l][lv]);
+		free(scales[l]);
+		free(bias[l]);
+	}
+}
+
+static void vec_of(unsigned int v, uint8_t *lv)
+{
+	for (int j = 0; j < NL; j++, v /= NLEV)
+		lv[j] = (uint8_t)(v % NLEV);
+}
+
+static unsigned int index_of(const uint8_t *lv)
+{
+	unsigned int v = 0;
+
+	for (int j = NL; j-- > 0;)
+		v = v * NLEV + lv[j];
+	return v;
+}
+
+static const float *oracle_out(unsigned int vec, unsigned int in)
+{
+	return oracle + ((size_t)vec * NIN + in) * DIMS[NL];
+}
+
+/* Once per test process (Check forks each test from the parent, which has
+ * run this already in main). */
+static void setup_once(void)
+{
+	struct nq_model *m;
+	struct nq_session *s;
+	uint8_t lv[NL];
+
+	build_model();
+	inputs = malloc(sizeof(float) * NIN * DIMS[0]);
+	for (size_t i = 0; i < (size_t)NIN * DIMS[0]; i++)
+		inputs[i] = (float)(next() % 256) / 64.0f;
+	oracle = malloc(sizeof(float) * NVEC * NIN * DIMS[NL]);
+	setenv("NQ_ISA", "scalar", 1);
+	S_EQ(nq_model_open(model_path, NULL, &m), 0);
+	unsetenv("NQ_ISA");
+	S_TRUE(!strcmp(nq_model_isa(m), "scalar"));
+	S_EQ(nq_session_create(m, &s), 0);
+	for (unsigned int v = 0; v < NVEC; v++) {
+		vec_of(v, lv);
+		for (unsigned int i = 0; i < NIN; i++)
+			S_EQ(nq_session_run_layers(s, lv, inputs + (size_t)i * DIMS[0],
+							       (float *)oracle_out(v, i)), 0);
+	}
+	/* The levels must differ, or the tests below could not tell them apart. */
+	S_TRUE(memcmp(oracle_out(0, 0), oracle_out(NVEC - 1, 0), sizeof(float) * DIMS[NL]));
+	S_TRUE(memcmp(oracle_out(NVEC - 1, 0), oracle_out(NVEC - 2, 0), sizeof(float) * DIMS[NL]));
+	nq_session_destroy(s);
+	nq_model_close(m);
+}
+
+static struct nq_model *open_model(int level, unsigned int flags, enum nq_pagein pin,
+				   enum nq_drop drop)
+{
+	struct nq_model_opts o = { .level = level, .flags = flags, .pagein = pin, .drop = drop };
+	struct nq_model *m;
+
+	if (nq_model_open(model_path, &o, &m) < 0)
+		ck_abort_msg("open: %s", nq_last_error());
+	return m;
+}
+
+/* Bytes of [addr, addr + len) present in this process's page tables
+ * (UINT64_MAX when /proc/self/pagemap cannot be read).  Called from the
+ * switching thread too, so it reports instead of asserting. */
+static uint64_t pagemap_present(const uint8_t *addr, uint64_t len)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	uint64_t n = 0, e;
+
+	if (fd < 0)
+		return UINT64_MAX;
+	for (uint64_t o = 0; o < len; o += (uint64_t)ps) {
+		if (pread(fd, &e, 8, (off_t)(((uintptr_t)addr + o) / (uint64_t)ps * 8)) != 8) {
+			close(fd);
+			return UINT64_MAX;
+		}
+		n += e >> 63;
+	}
+	close(fd);
+	return n * (uint64_t)ps;
+}
+
+/* fadvise can evict the test file's pages (not tmpfs/ramfs, whose pages
+ * only leave when the file does). */
+static bool evictable(void)
+{
+	struct statfs sf;
+
+	return statfs(nq_test_tmpdir(), &sf) == 0 && sf.f_type != TMPFS_MAGIC &&
+	       sf.f_type != RAMFS_MAGIC;
+}
+
+static uint64_t sum_above(const uint64_t *v, unsigned int from)
+{
+	uint64_t s = 0;
+
+	for (unsigned int k = from; k < NLEV; k++)
+		s += v[k];
+	return s;
+}
+
+/* ---------------------------------------------------------------- */
+/* Mechanisms: what a drop releases and a page-in brings, per method. */
+
+static void check_cycle(enum nq_pagein pin, enum nq_drop drop, unsigned int flags)
+{
+	struct nq_model *m;
+	struct nq_switch_result r;
+	struct nq_residency st;
+	uint64_t upper, cs;
+
+	if (!evictable())
+		NQ_SKIP("%s is on tmpfs/ramfs: its pages cannot be evicted", nq_test_tmpdir());
+	m = open_model(-1, flags, pin, drop);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	if (st.mapped_bytes[0] == UINT64_MAX) {
+		nq_model_close(m);
+		NQ_SKIP("/proc/self/pagemap cannot be read here");
+	}
+	ck_assert_uint_eq(st.level, 2);
+	upper = st.region_bytes[1] + st.region_bytes[2];
+	ck_assert_uint_gt(upper, 64 * 1024);
+	for (unsigned int k = 0; k < NLEV; k++) {
+		ck_assert_uint_eq(st.cached_bytes[k], st.region_bytes[k]);
+		ck_assert_uint_eq(st.mapped_bytes[k], st.region_bytes[k]);
+	}
+	if (flags & NQ_OPEN_NO_URING)
+		ck_assert_ptr_nonnull(strstr(st.io, "plain madvise/pread"));
+	else
+		ck_assert_str_eq(st.io, "io_uring");
+
+	/* Down to level 0: both upper regions leave our page tables, and
+	 * (except for UNMAP) the page cache, byte for byte. */
+	ck_assert_int_eq(nq_model_switch(m, 0, &r), 0);
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_uint_eq(r.level, 0);
+	ck_assert_uint_eq(r.bytes_unmapped, upper);
+	if (drop == NQ_DROP_PAGEOUT)	/* skips pages not yet on an LRU list */
+		ck_assert_uint_ge(r.bytes_released, upper * 3 / 4);
+	else
+		ck_assert_uint_eq(r.bytes_released, drop == NQ_DROP_UNMAP ? 0 : upper);
+	ck_assert_uint_gt(r.unmap_ns, 0);
+	ck_assert_uint_le(r.unmap_ns, r.release_ns);
+	ck_assert_uint_le(r.release_ns, r.total_ns);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(st.level, 0);
+	ck_assert_uint_eq(sum_above(st.mapped_bytes, 1), 0);
+	ck_assert_uint_eq(sum_above(st.usable_bytes, 1), 0);
+	ck_assert_uint_eq(sum_above(st.cached_bytes, 1), upper - r.bytes_released);
+	ck_assert_uint_eq(st.mapped_bytes[0], st.region_bytes[0]);
+	{
+		/* cachestat(2) agrees (Linux >= 6.5). */
+		uint64_t off, len;
+
+		ck_assert_int_eq(nq_file_region(m->file, 1, &off, &len), 0);
+		if (nq_res_cachestat(nq_file_fd(m->file), off, upper, &cs) != -ENOSYS)
+			ck_assert_uint_eq(cs, upper - r.bytes_released);
+	}
+
+	/* Up to level 1: exactly region 1 comes back (from disk unless UNMAP). */
+	ck_assert_int_eq(nq_model_switch(m, 1, &r), 0);
+	ck_assert_uint_eq(r.level, 1);
+	if (drop != NQ_DROP_PAGEOUT)
+		ck_assert_uint_eq(r.bytes_read, drop == NQ_DROP_UNMAP ? 0 : st.region_bytes[1]);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(st.mapped_bytes[1], st.region_bytes[1]);
+	ck_assert_uint_eq(st.cached_bytes[1], st.region_bytes[1]);
+	/* Exact methods fetch region 1 only.  MADV_POPULATE_READ alone faults
+	 * with the mapping's readahead, which runs on into region 2, and
+	 * fault-around then maps what it cached. */
+	if (pin == NQ_PAGEIN_POPULATE)
+		ck_assert_uint_le(st.mapped_bytes[2], 256 * 1024);
+	else if (drop == NQ_DROP_UNMAP)	/* still cached: fault-around maps some */
+		ck_assert_uint_le(st.mapped_bytes[2], 64 * 1024);
+	else
+		ck_assert_uint_eq(st.mapped_bytes[2], 0);
+	ck_assert_uint_eq(st.usable_bytes[1], nq_model_weight_bytes(m, 1) - nq_model_weight_bytes(m, 0));
+
+	/* Down one level: only region 1's bytes go. */
+	ck_assert_int_eq(nq_model_switch(m, 0, &r), 0);
+	ck_assert_uint_eq(r.bytes_unmapped, st.region_bytes[1]);
+	ck_assert_int_eq(nq_model_switch(m, 2, &r), 0);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(sum_above(st.mapped_bytes, 0), sum_above(st.region_bytes, 0));
+	ck_assert_uint_eq(st.switches, 5);	/* open + 4 */
+	nq_model_close(m);
+}
+
+START_TEST(drop_releases_and_pagein_restores_every_byte)
+{
+	static const enum nq_pagein pins[] = { NQ_PAGEIN_POPULATE, NQ_PAGEIN_WILLNEED,
+					       NQ_PAGEIN_READ, NQ_PAGEIN_PREAD };
+
+	check_cycle(pins[_i], NQ_DROP_DONTNEED, 0);
+}
+END_TEST
+
+START_TEST(fallback_without_io_uring_does_the_same)
+{
+	check_cycle(NQ_PAGEIN_READ, NQ_DROP_DONTNEED, NQ_OPEN_NO_URING);
+	check_cycle(NQ_PAGEIN_WILLNEED, NQ_DROP_DONTNEED, NQ_OPEN_NO_URING);
+}
+END_TEST
+
+START_TEST(pageout_and_unmap_drops)
+{
+	check_cycle(NQ_PAGEIN_POPULATE, NQ_DROP_PAGEOUT, 0);
+	check_cycle(NQ_PAGEIN_POPULATE, NQ_DROP_UNMAP, 0);
+}
+END_TEST
+
+START_TEST(another_mapping_keeps_its_pages)
+{
+	/* POSIX_FADV_DONTNEED evicts only pages nobody maps: while a second
+	 * instance holds level 2, our drop unmaps ours and the cache keeps them. */
+	struct nq_model *a, *b;
+	struct nq_switch_result r;
+	struct nq_residency st;
+
+	if (!evictable())
+		NQ_SKIP("%s is on tmpfs/ramfs: its pages cannot be evicted", nq_test_tmpdir());
+	a = open_model(-1, 0, 0, 0);
+	b = open_model(-1, 0, 0, 0);
+	ck_assert_int_eq(nq_model_switch(a, 0, &r), 0);
+	ck_assert_uint_gt(r.bytes_unmapped, 0);
+	ck_assert_uint_eq(r.bytes_released, 0);
+	ck_assert_int_eq(nq_model_residency(b, &st), 0);
+	ck_assert_uint_eq(st.mapped_bytes[2], st.region_bytes[2]);
+	nq_model_close(b);
+	ck_assert_int_eq(nq_model_switch(a, 2, &r), 0);
+	ck_assert_uint_eq(r.bytes_read, 0);	/* warm: b's pages were still cached */
+	nq_model_close(a);
+}
+END_TEST
+
+START_TEST(lazy_open_pages_nothing_in)
+{
+	struct nq_model *m;
+	struct nq_residency st;
+
+	/* Evict the file first: a full-level open elsewhere cached it. */
+	m = open_model(-1, 0, 0, 0);
+	ck_assert_int_eq(nq_model_switch(m, 0, NULL), 0);
+	nq_model_close(m);
+	m = open_model(1, NQ_OPEN_LAZY, 0, 0);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	/* Usable (faulted in on first use), not read: reading the metadata
+	 * may read ahead into region 0, but region 1 lies beyond. */
+	ck_assert_uint_eq(st.level, 1);
+	ck_assert_uint_eq(st.usable_bytes[1], nq_model_weight_bytes(m, 1) - nq_model_weight_bytes(m, 0));
+	ck_assert_uint_lt(st.mapped_bytes[1], st.region_bytes[1]);
+	ck_assert_uint_eq(st.mapped_bytes[2], 0);
+	nq_model_close(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- */
+/* Bad requests.                                                     */
+
+START_TEST(bad_requests_fail_clearly)
+{
+	struct nq_model *m = open_model(-1, 0, 0, 0);
+	struct nq_residency st;
+	uint64_t t;
+
+	ck_assert_int_eq(nq_model_switch(m, 3, NULL), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(nq_last_error(), "level 3 out of range"));
+	ck_assert_int_eq(nq_model_set_level(m, 99), -EINVAL);
+	ck_assert_int_eq(nq_model_request_level(m, 3, &t), -EINVAL);
+	ck_assert_uint_eq(t, 0);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_int_eq(nq_model_set_budget(m, st.floor - 1), -ENOSPC);
+	ck_assert_ptr_nonnull(strstr(nq_last_error(), "below the always-resident floor"));
+	ck_assert_int_eq(nq_model_request_budget(m, 100, &t), -ENOSPC);
+	ck_assert_int_eq(nq_model_switch_wait(m, 0, 0, NULL), -ENOENT);
+	ck_assert_int_eq(nq_model_switch_wait(m, 5, 0, NULL), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(nq_last_error(), "never made"));
+	/* Nothing changed. */
+	ck_assert_uint_eq(nq_model_level(m), 2);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(st.budget, NQ_BUDGET_NONE);
+	ck_assert_uint_eq(st.mapped_bytes[2], st.region_bytes[2]);
+	nq_model_close(m);
+
+	{
+		struct nq_model_opts o = { .level = -1, .pagein = 17 };
+
+		ck_assert_int_eq(nq_model_open(model_path, &o, &m), -EINVAL);
+		ck_assert_ptr_null(m);
+	}
+}
+END_TEST
+
+START_TEST(lock_resident_names_rlimit_memlock)
+{
+	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct d[2];
+	int status;
+	pid_t pid;
+
+	/* Locked as root (CAP_IPC_LOCK ignores the limit)... */
+	{
+		struct nq_model *m = open_model(-1, NQ_OPEN_LOCK_RESIDENT, 0, 0);
+
+		nq_model_close(m);
+	}
+	/* ...and refused, naming the limit, without the capability. */
+	if (syscall(SYS_capget, &h, d) < 0)
+		NQ_SKIP("capget: %s", strerror(errno));
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct rlimit rl = { 4096, 4096 };
+		struct nq_model_opts o = { .level = 0, .flags = NQ_OPEN_LOCK_RESIDENT };
+		struct nq_model *m;
+		int err;
+
+		d[0].effective &= ~(1u << CAP_IPC_LOCK);
+		if (syscall(SYS_capset, &h, d) < 0 || setrlimit(RLIMIT_MEMLOCK, &rl) < 0)
+			_exit(3);
+		err = nq_model_open(model_path, &o, &m);
+		if ((err == -ENOMEM || err == -EPERM) && strstr(nq_last_error(), "RLIMIT_MEMLOCK is 4096 bytes"))
+			_exit(0);
+		fprintf(stderr, "open gave %d: %s\n", err, nq_last_error());
+		_exit(1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+		NQ_SKIP("cannot drop CAP_IPC_LOCK or set RLIMIT_MEMLOCK here");
+	ck_assert(WIFEXITED(status));
+	ck_assert_int_eq(WEXITSTATUS(status), 0);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- */
+/* The non-blocking API.                                             */
+
+START_TEST(request_completes_through_the_eventfd)
+{
+	struct nq_model *m = open_model(-1, 0, 0, 0);
+	struct nq_switch_result r;
+	struct pollfd p = { .fd = nq_model_switch_fd(m), .events = POLLIN };
+	uint64_t t1, t2, t3, cnt = 0, got = 0;
+
+	ck_assert_int_ge(p.fd, 0);
+	ck_assert_int_eq(nq_model_request_level(m, 0, &t1), 0);
+	ck_assert_uint_gt(t1, 0);
+	ck_assert_int_eq(poll(&p, 1, 10000), 1);
+	ck_assert_int_eq(read(p.fd, &cnt, 8), 8);
+	ck_assert_uint_eq(cnt, 1);
+	ck_assert_int_eq(nq_model_switch_wait(m, t1, 0, &r), 0);
+	ck_assert_uint_eq(r.level, 0);
+	ck_assert_uint_gt(r.bytes_released, 0);
+	ck_assert_uint_ge(r.total_ns, r.wait_ns);
+	ck_assert_uint_eq(nq_model_level(m), 0);
+
+	/* Queued requests run in order; the last one decides. */
+	ck_assert_int_eq(nq_model_request_level(m, 2, &t1), 0);
+	ck_assert_int_eq(nq_model_request_budget(m, NQ_BUDGET_NONE, &t2), 0);
+	ck_assert_int_eq(nq_model_request_level(m, 1, &t3), 0);
+	ck_assert(t1 < t2 && t2 < t3);
+	ck_assert_int_eq(nq_model_switch_wait(m, t3, -1, &r), 0);
+	ck_assert_uint_eq(r.level, 1);
+	ck_assert_int_eq(nq_model_switch_wait(m, t1, 0, &r), 0);
+	ck_assert_uint_eq(r.level, 2);
+	ck_assert_uint_gt(r.bytes_read, 0);
+	while (got < 3) {
+		ck_assert_int_eq(poll(&p, 1, 10000), 1);
+		ck_assert_int_eq(read(p.fd, &cnt, 8), 8);
+		got += cnt;
+	}
+	ck_assert_uint_eq(got, 3);
+	ck_assert_uint_eq(nq_model_level(m), 1);
+	nq_model_close(m);
+}
+END_TEST
+
+struct waiter {
+	struct nq_model *m;
+	uint64_t ticket;
+	int rc;
+	_Atomic int started;
+};
+
+static void *wait_thread(void *arg)
+{
+	struct waiter *w = arg;
+
+	atomic_store(&w->started, 1);
+	w->rc = nq_model_switch_wait(w->m, w->ticket, -1, NULL);
+	return NULL;
+}
+
+START_TEST(close_mid_switch_cancels_cleanly)
+{
+	struct nq_model *m = open_model(-1, 0, 0, 0);
+	struct waiter w = { .m = m };
+	pthread_t th;
+	uint64_t t = 0;
+
+	for (int i = 0; i < 200; i++)
+		ck_assert_int_eq(nq_model_request_level(m, (unsigned int)(i % 3), &t), 0);
+	w.ticket = t;
+	ck_assert_int_eq(pthread_create(&th, NULL, wait_thread, &w), 0);
+	while (!atomic_load(&w.started))
+		sched_yield();
+	nq_model_close(m);	/* returns only once the waiter has left */
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	ck_assert_msg(w.rc == -ECANCELED || w.rc == 0, "waiter got %d", w.rc);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- */
+/* Graded switching.                                                 */
+
+START_TEST(budget_steps_down_largest_planes_first)
+{
+	struct nq_model *m = open_model(-1, 0, 0, 0);
+	struct nq_session *s;
+	struct nq_residency st;
+	struct nq_run_info info;
+	uint64_t full, floor, prev_usable = UINT64_MAX, prev_cached = UINT64_MAX;
+	unsigned int prev_deg = 0, distinct = 0;
+	float out[16];
+	int used;
+
+	ck_assert_int_eq(nq_session_create(m, &s), 0);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	full = nq_model_weight_bytes(m, 2);
+	floor = st.floor;
+	for (int step = 0; step <= 10; step++) {
+		uint64_t budget = full - (full - floor) * (uint64_t)step / 10, usable = 0, cached = 0;
+		uint8_t lv[NL];
+
+		ck_assert_int_eq(nq_model_set_budget(m, budget), 0);
+		ck_assert_int_eq(nq_model_residency(m, &st), 0);
+		ck_assert_uint_eq(st.level, 2);		/* the nominal level stays */
+		for (unsigned int k = 0; k < NLEV; k++) {
+			usable += st.usable_bytes[k];
+			cached += st.cached_bytes[k];
+		}
+		ck_assert_uint_le(usable - st.usable_bytes[0] + floor, budget);
+		ck_assert_uint_le(usable, prev_usable);
+		ck_assert_uint_le(cached, prev_cached);
+		ck_assert_uint_ge(st.layers_degraded, prev_deg);
+		distinct += cached < prev_cached;
+		ck_assert_int_eq(nq_session_run(s, inputs, out, &used), 0);
+		ck_assert_int_eq(nq_session_last_run(s, &info), 0);
+		ck_assert_uint_eq(info.level, 2);
+		ck_assert_uint_eq(info.layers_degraded, st.layers_degraded);
+		ck_assert_int_eq(used, 2 | (st.layers_degraded ? NQ_LEVEL_DEGRADED : 0));
+		for (int j = 0; j < NL; j++) {
+			lv[j] = info.layer_level[j];
+			ck_assert_uint_eq(lv[j], nq_switch_layer_cap(m, (uint32_t)j));
+		}
+		ck_assert_mem_eq(out, oracle_out(index_of(lv), 0), sizeof(out));
+		if (step == 1) {
+			/* The first plane to go: level 2 of the largest layer
+			 * (fc0 and fc1 both have 72 KiB; ties go to the first). */
+			ck_assert_uint_eq(lv[0], 1);
+			ck_assert_uint_eq(lv[1], 2);
+		}
+		prev_usable = usable;
+		prev_cached = cached;
+		prev_deg = st.layers_degraded;
+	}
+	/* Memory stepped through intermediate sizes, down to the floor. */
+	ck_assert_uint_ge(distinct, 5);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(st.layers_degraded, NL);
+	ck_assert_uint_eq(sum_above(st.usable_bytes, 1), 0);
+	ck_assert_uint_eq(sum_above(st.mapped_bytes, 1), 0);
+	/* A level switch stays within the budget; lifting it restores all. */
+	ck_assert_int_eq(nq_model_switch(m, 1, NULL), 0);
+	ck_assert_int_eq(nq_model_residency(m, &st), 0);
+	ck_assert_uint_eq(st.usable_bytes[1], 0);
+	ck_assert_int_eq(nq_model_set_budget(m, NQ_BUDGET_NONE), 0);
+	ck_assert_int_eq(nq_model_switch(m, 2, NULL), 0);
+	ck_assert_int_eq(nq_session_run(s, inputs, out, &used), 0);
+	ck_assert_int_eq(used, 2);
+	ck_assert_mem_eq(out, oracle_out(NVEC - 1, 0), sizeof(out));
+	nq_session_destroy(s);
+	nq_model_close(m);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- */
+/* The stress test.                                                  */
+
+struct stress {
+	struct nq_model *m;
+	_Atomic int stop;
+	_Atomic uint64_t runs, mismatches, degraded_runs, faulted_back;
+	uint64_t per_level[NLEV];
+	char first_error[256];
+	pthread_mutex_t lock;
+};
+
+/* After every drop, with the switch lock held: give a misbehaving reader
+ * time to touch what was dropped, then demand that none of it came back
+ * into our page tables. */
+static void drop_hook(void *arg, const uint8_t *base, const struct nq_extent *ext, unsigned int n)
+{
+	struct stress *st = arg;
+	struct timespec ts = { 0, 100000 };
+
+	nanosleep(&ts, NULL);
+	for (unsigned int i = 0; i < n; i++)
+		if (pagemap_present(base + ext[i].off, ext[i].len))
+			atomic_fetch_add(&st->faulted_back, 1);
+}
+
+static void *reader(void *arg)
+{
+	struct stress *st = arg;
+	struct nq_session *s;
+	struct nq_run_info info;
+	float out[16];
+	unsigned int i = 0;
+	int used;
+
+	ck_assert_int_eq(nq_session_create(st->m, &s), 0);
+	while (!atomic_load(&st->stop)) {
+		const float *in = inputs + (size_t)(i % NIN) * DIMS[0];
+		uint8_t lv[NL];
+		bool bad;
+
+		if (nq_session_run(s, in, out, &used) < 0) {
+			pthread_mutex_lock(&st->lock);
+			snprintf(st->first_error, sizeof(st->first_error), "run: %s", nq_last_error());
+			pthread_mutex_unlock(&st->lock);
+			atomic_fetch_add(&st->mismatches, 1);
+			break;
+		}
+		nq_session_last_run(s, &info);
+		memcpy(lv, info.layer_level, NL);
+		bad = memcmp(out, oracle_out(index_of(lv), i % NIN), sizeof(out)) != 0 ||
+		      (used & NQ_LEVEL_MASK) != (int)info.level ||
+		      !!(used & NQ_LEVEL_DEGRADED) != (info.layers_degraded > 0);
+		for (int j = 0; j < NL; j++)
+			bad |= lv[j] > info.level;
+		if (bad) {
+			pthread_mutex_lock(&st->lock);
+			if (!st->first_error[0])
+				snprintf(st->first_error, sizeof(st->first_error),
+					 "input %u, level %u (used %#x), layers %u/%u/%u/%u: output differs from the oracle",
+					 i % NIN, info.level, used, lv[0], lv[1], lv[2], lv[3]);
+			pthread_mutex_unlock(&st->lock);
+			atomic_fetch_add(&st->mismatches, 1);
+		}
+		atomic_fetch_add(&st->runs, 1);
+		atomic_fetch_add(&st->degraded_runs, info.layers_degraded > 0);
+		i++;
+	}
+	nq_session_destroy(s);
+	return NULL;
+}
+
+START_TEST(stress_random_switches_under_inference)
+{
+	struct stress st = { 0 };
+	struct nq_residency rs;
+	pthread_t th[3];
+	unsigned int switches = 3000, async = 0, budgets = 0;
+	const char *env = getenv("NQ_STRESS_SWITCHES");
+	uint64_t floor, full, t = 0;
+	struct timespec t0, t1;
+
+	if (env)
+		switches = (unsigned int)strtoul(env, NULL, 10);
+	if (pagemap_present(inputs == NULL ? NULL : (const uint8_t *)inputs, 1) == UINT64_MAX)
+		NQ_SKIP("/proc/self/pagemap cannot be read: dropped pages cannot be watched");
+	if (!evictable())
+		NQ_SKIP("%s is on tmpfs/ramfs: its pages cannot be evicted", nq_test_tmpdir());
+	pthread_mutex_init(&st.lock, NULL);
+	st.m = open_model(-1, 0, 0, 0);
+	nq_switch_set_drop_hook(st.m, drop_hook, &st);
+	ck_assert_int_eq(nq_model_residency(st.m, &rs), 0);
+	floor = rs.floor;
+	full = nq_model_weight_bytes(st.m, 2);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, reader, &st), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned int n = 0; n < switches; n++) {
+		unsigned int op = (unsigned int)(next() % 100), level = (unsigned int)(next() % NLEV);
+		struct nq_switch_result r;
+
+		if (op < 55) {
+			/* Half the time, let queued requests finish first so the
+			 * residency can be checked against this level alone. */
+			bool check = op & 1;
+
+			if (check && t)
+				ck_assert_int_eq(nq_model_switch_wait(st.m, t, -1, NULL), 0);
+			ck_assert_int_eq(nq_model_switch(st.m, level, &r), 0);
+			ck_assert_uint_eq(r.level, level);
+			st.per_level[level]++;
+			if (check && rs.budget == NQ_BUDGET_NONE) {
+				/* Whole regions above the level: out of the page
+				 * tables and the page cache, right now. */
+				ck_assert_int_eq(nq_model_residency(st.m, &rs), 0);
+				if (rs.budget == NQ_BUDGET_NONE) {
+					ck_assert_uint_eq(sum_above(rs.mapped_bytes, level + 1), 0);
+					ck_assert_uint_eq(sum_above(rs.cached_bytes, level + 1), 0);
+					ck_assert_uint_eq(sum_above(rs.mapped_bytes, 0),
+							  sum_above(rs.region_bytes, 0) -
+							  sum_above(rs.region_bytes, level + 1));
+				}
+			}
+		} else if (op < 80) {
+			ck_assert_int_eq(nq_model_request_level(st.m, level, &t), 0);
+			async++;
+			if (op & 1)
+				ck_assert_int_eq(nq_model_switch_wait(st.m, t, -1, NULL), 0);
+		} else if (op < 95) {
+			uint64_t b = op < 85 ? NQ_BUDGET_NONE
+					     : floor + (full - floor) * (next() % 100) / 100;
+
+			if (op & 1) {
+				ck_assert_int_eq(nq_model_set_budget(st.m, b), 0);
+			} else {
+				ck_assert_int_eq(nq_model_request_budget(st.m, b, &t), 0);
+				async++;
+			}
+			rs.budget = b;
+			budgets++;
+		} else {
+			ck_assert_int_eq(nq_model_switch(st.m, NLEV + (unsigned int)(next() % 5), NULL),
+					 -EINVAL);
+			ck_assert_int_eq(nq_model_set_budget(st.m, floor - 1 - next() % floor), -ENOSPC);
+		}
+	}
+	if (t)
+		nq_model_switch_wait(st.m, t, -1, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	atomic_store(&st.stop, 1);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	ck_assert_int_eq(nq_model_residency(st.m, &rs), 0);
+	fprintf(stderr, "stress: %u switches (%u queued, %u budgets) in %.2f s, %llu inferences "
+		"(%llu degraded), %llu mismatches, %llu dropped ranges faulted back; %s\n",
+		switches, async, budgets,
+		(double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+		(unsigned long long)st.runs, (unsigned long long)st.degraded_runs,
+		(unsigned long long)st.mismatches, (unsigned long long)st.faulted_back,
+		nq_model_isa(st.m));
+	ck_assert_msg(st.mismatches == 0, "%llu mismatches; first: %s",
+		      (unsigned long long)st.mismatches, st.first_error);
+	ck_assert_uint_eq(st.faulted_back, 0);
+	ck_assert_uint_gt(st.runs, 100);
+	ck_assert_uint_gt(st.degraded_runs, 0);
+	ck_assert_uint_ge(rs.switches, switches / 2);
+	for (int k = 0; k < NLEV; k++)
+		ck_assert_uint_gt(st.per_level[k], 0);
+	nq_model_close(st.m);
+	pthread_mutex_destroy(&st.lock);
+}
+END_TEST
+
+static Suite *residency_suite(void)
+{
+	Suite *s = suite_create("residency");
+	TCase *tc = tcase_create("mechanisms");
+	TCase *api = tcase_create("api");
+	TCase *graded = tcase_create("graded");
+	TCase *stress = tcase_create("stress");
+
+	tcase_add_loop_test(tc, drop_releases_and_pagein_restores_every_byte, 0, 4);
+	tcase_add_test(tc, fallback_without_io_uring_does_the_same);
+	tcase_add_test(tc, pageout_and_unmap_drops);
+	tcase_add_test(tc, another_mapping_keeps_its_pages);
+	tcase_add_test(tc, lazy_open_pages_nothing_in);
+	suite_add_tcase(s, tc);
+	tcase_add_test(api, bad_requests_fail_clearly);
+	tcase_add_test(api, lock_resident_names_rlimit_memlock);
+	tcase_add_test(api, request_completes_through_the_eventfd);
+	tcase_add_test(api, close_mid_switch_cancels_cleanly);
+	suite_add_tcase(s, api);
+	tcase_add_test(graded, budget_steps_down_largest_planes_first);
+	suite_add_tcase(s, graded);
+	tcase_add_test(stress, stress_random_switches_under_inference);
+	tcase_set_timeout(stress, 120);
+	suite_add_tcase(s, stress);
+	return s;
+}
+
+int main(void)
+{
+	setup_once();
+	return nq_test_run(residency_suite());
+}
