@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autoswitch.h"
+#include "kmod_backing.h"
 #include "model.h"
 #include "nq_error.h"
 
@@ -555,16 +557,23 @@ int nq_model_open(const char *path, const struct nq_model_opts *opts, struct nq_
 	if (err)
 		goto fail;
 
-	if (opts && opts->level >= 0) {
-		if ((uint32_t)opts->level >= m->n_levels) {
-			err = nq_fail(-EINVAL, "level %d out of range (%u levels)", opts->level,
-				      m->n_levels);
-			goto fail;
-		}
-		atomic_store(&m->level, (unsigned int)opts->level);
-	} else {
-		atomic_store(&m->level, m->n_levels - 1);
+	if (opts && opts->level >= 0 && (uint32_t)opts->level >= m->n_levels) {
+		err = nq_fail(-EINVAL, "level %d out of range (%u levels)", opts->level, m->n_levels);
+		goto fail;
 	}
+	m->n_layers = nq_file_layer_count(m->file);
+	err = nq_switch_init(m, opts, opts && opts->level >= 0 ? (unsigned int)opts->level
+							     : m->n_levels - 1);
+	if (err)
+		goto fail;
+	if (opts && (opts->flags & NQ_OPEN_KMOD)) {
+		err = nq_model_use_kmod(m, 0);
+		if (err)
+			goto fail;
+	}
+	err = nq_autoswitch_open_hook(m, path, opts);
+	if (err)
+		goto fail;
 	*out = m;
 	return 0;
 fail:
@@ -577,6 +586,9 @@ void nq_model_close(struct nq_model *m)
 {
 	if (!m)
 		return;
+	nq_autoswitch_close_hook(m);
+	nq_switch_fini(m);
+	nq_kmod_detach(m);
 	for (uint32_t i = 0; m->nodes && i < m->n_nodes; i++) {
 		struct nq_xnode *x = &m->nodes[i];
 
@@ -614,22 +626,9 @@ int nq_model_level_for_bits(const struct nq_model *m, unsigned int bits)
 	return nq_fail(-ENOENT, "the model has no %u-bit level", bits);
 }
 
-int nq_model_set_level(struct nq_model *m, unsigned int level)
-{
-	if (level >= m->n_levels)
-		return nq_fail(-EINVAL, "level %u out of range (%u levels)", level, m->n_levels);
-	atomic_store(&m->level, level);
-	return 0;
-}
-
 unsigned int nq_model_level(const struct nq_model *m)
 {
 	return atomic_load(&((struct nq_model *)m)->level);
-}
-
-bool nq_model_level_resident(const struct nq_model *m, unsigned int level)
-{
-	return level < m->n_levels;
 }
 
 static void shape_of(const struct nq_xtensor *t, struct nq_shape *s)

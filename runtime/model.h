@@ -75,6 +75,10 @@ struct nq_model {
 	uint32_t n_nodes;
 	struct nq_xnode *nodes;
 
+	struct nq_switch *sw;			/* residency and switching (switch.c) */
+	struct nq_kmod_backing *kmod;		/* planes in nestquant.ko (kmod_backing.c), or NULL */
+	uint32_t n_layers;			/* weight layers in the file */
+
 	uint32_t input, output;			/* graph input 0 / output 0 */
 	struct nq_disk_preprocess pre;
 	uint64_t arena_bytes;
@@ -96,9 +100,41 @@ struct nq_arena_item {
  */
 int nq_arena_plan(struct nq_arena_item *items, uint32_t n, uint64_t align, uint64_t *total);
 
-/* Level availability hook for the residency work: true when every plane of
- * levels 0..level is usable right now.  Today: always. */
-bool nq_model_level_resident(const struct nq_model *m, unsigned int level);
+/*
+ * Residency and switching (switch.c).  nq_switch_init pages in `level`
+ * (unless NQ_OPEN_LAZY) and publishes it; nq_switch_fini stops the
+ * switching thread and waits for API users.
+ *
+ * An inference brackets its run with nq_switch_enter/nq_switch_leave:
+ * enter fills layer_level[0 .. layers) with the level each weight layer
+ * runs at (level >= 0: that level for every layer; -1: the level in force,
+ * lowered per layer where a budget dropped planes) and returns the number
+ * of layers below the nominal level; a drop of any plane the inference may
+ * read waits for its leave.  Never blocks.  When levels live in nestquant.ko
+ * (m->kmod), enter also pins their regions (pin->kmod; leave unpins) and,
+ * for level -1, runs below a purged region (pin->level is the level used).
+ */
+struct nq_pin {
+	unsigned int slot, level;
+	unsigned int kmod;			/* levels pinned in nestquant.ko regions (bit k) */
+};
+int nq_switch_init(struct nq_model *m, const struct nq_model_opts *opts, unsigned int level);
+void nq_switch_fini(struct nq_model *m);
+unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level,
+			     struct nq_pin *pin);
+void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin);
+unsigned int nq_switch_layer_cap(const struct nq_model *m, uint32_t layer);
+
+/* Tests: fn(arg, mapping base, extents, n) runs after every drop, with the
+ * switch lock held (no page-in can run meanwhile). */
+struct nq_extent;
+typedef void (*nq_switch_hook_fn)(void *arg, const uint8_t *base, const struct nq_extent *ext,
+				  unsigned int n);
+void nq_switch_set_drop_hook(struct nq_model *m, nq_switch_hook_fn fn, void *arg);
+
+/* Run with every weight layer at its own level (session.c; tests' oracle). */
+int nq_session_run_layers(struct nq_session *s, const uint8_t *layer_level, const float *input,
+			  float *output);
 
 /* Offset of the element at logical linear index i (row-major over dims). */
 static inline uint64_t nq_xtensor_phys(const struct nq_xtensor *t, uint64_t i)

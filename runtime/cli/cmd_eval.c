@@ -40,6 +40,7 @@ static void usage(FILE *out)
 		"  --labels PATH   labels (IDX or .npy); for IDX images the default is the\n"
 		"                  image file name with images-idx3 -> labels-idx1\n"
 		"  --level L       bit width (e.g. 6, 8), 'full' or 'part' (level 0); default full\n"
+		"  --budget BYTES  graded switching: at most BYTES of planes resident (K/M/G)\n"
 		"  --limit N       only the first N inputs\n"
 		"  --json          print one JSON object with the summary\n");
 }
@@ -181,6 +182,7 @@ static void progress(size_t done, size_t total, size_t top1, double t0)
 static int run(int argc, char **argv)
 {
 	const char *model = NULL, *data = NULL, *labels = NULL, *level_arg = "full";
+	unsigned long long budget = NQ_BUDGET_NONE;
 	struct nq_model *m = NULL;
 	struct nq_session *s = NULL;
 	struct eval_set e = { 0 };
@@ -188,7 +190,7 @@ static int run(int argc, char **argv)
 	float *out = NULL;
 	unsigned int level;
 	bool json = false, tty = isatty(2);
-	int rc = 1, used = -1;
+	int rc = 1, used = -1, degraded = 0;
 	double t0, secs;
 
 	for (int i = 1; i < argc; i++) {
@@ -198,7 +200,12 @@ static int run(int argc, char **argv)
 			labels = argv[++i];
 		else if (!strcmp(argv[i], "--level") && i + 1 < argc)
 			level_arg = argv[++i];
-		else if (!strcmp(argv[i], "--limit") && i + 1 < argc)
+		else if (!strcmp(argv[i], "--budget") && i + 1 < argc) {
+			char *end;
+
+			budget = strtoull(argv[++i], &end, 10);
+			budget <<= *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+		} else if (!strcmp(argv[i], "--limit") && i + 1 < argc)
 			limit = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
@@ -222,6 +229,10 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 	nq_model_set_level(m, level);
+	if (budget != NQ_BUDGET_NONE && nq_model_set_budget(m, budget) < 0) {
+		cli_error("eval", "%s", nq_last_error());
+		goto out;
+	}
 	if (!strcmp(data, "fashion-mnist") ? load_named(data, nq_model_input_count(m), limit, &e)
 					   : load_files(data, labels, nq_model_input_count(m), limit, &e))
 		goto out;
@@ -250,6 +261,8 @@ static int run(int argc, char **argv)
 			progress(i + 1, e.count, top1, t0);
 	}
 	secs = now() - t0;
+	degraded = used >= 0 && (used & NQ_LEVEL_DEGRADED);
+	used &= NQ_LEVEL_MASK;
 	if (tty)
 		fputc('\n', stderr);
 	if (json) {
@@ -258,13 +271,14 @@ static int run(int argc, char **argv)
 		printf(", \"data\": ");
 		cli_json_str(stdout, data);
 		printf(", \"level\": %d, \"bits\": %d, \"isa\": \"%s\", \"count\": %zu, "
-		       "\"top1\": %.6f, \"top5\": %.6f, \"seconds\": %.3f}\n",
+		       "\"top1\": %.6f, \"top5\": %.6f, \"seconds\": %.3f, \"degraded\": %s}\n",
 		       used, nq_model_level_bits(m, (unsigned int)used), nq_model_isa(m), e.count,
 		       e.count ? (double)top1 / e.count : 0, e.count ? (double)top5 / e.count : 0,
-		       secs);
+		       secs, degraded ? "true" : "false");
 	} else {
-		printf("%s: level %d (%d-bit weights), %zu inputs\n", model, used,
-		       nq_model_level_bits(m, (unsigned int)used), e.count);
+		printf("%s: level %d (%d-bit weights%s), %zu inputs\n", model, used,
+		       nq_model_level_bits(m, (unsigned int)used),
+		       degraded ? "; some layers lower under the budget" : "", e.count);
 		printf("  top-1 %.2f%%  top-5 %.2f%%  (%.1f ms per input, %s kernels)\n",
 		       e.count ? 100.0 * top1 / e.count : 0, e.count ? 100.0 * top5 / e.count : 0,
 		       e.count ? 1e3 * secs / e.count : 0, nq_model_isa(m));

@@ -107,6 +107,14 @@ struct nq_kernels {
 	void (*quantize)(const struct nq_quant_args *a, const float *in, uint8_t *out);
 	/* Scratch bytes conv/gemm need for a layer of k weights per row, oc rows. */
 	size_t (*tile_bytes)(uint32_t k, uint32_t oc);
+	/*
+	 * Optional (NULL: not provided).  CONV/GEMM restricted to output
+	 * positions [p0, p1) (flattened n, oh, ow), for splitting layers
+	 * with many positions and few channels across threads
+	 * (kernels/pack.h nq_conv_part).
+	 */
+	int (*conv_rows)(const struct nq_conv_args *a, uint64_t p0, uint64_t p1,
+			 const uint8_t *in, uint8_t *out);
 };
 
 extern const struct nq_kernels nq_kernels_scalar;

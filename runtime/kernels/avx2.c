@@ -1,0 +1,386 @@
+// SPDX-License-Identifier: MIT
+/*
+ * AVX2 kernels (x86-64 without AVX-512 VNNI).  Built with -mavx2 -mfma.
+ *
+ * AVX2 has no vpdpbusd, and vpmaddubsw, the usual u8 x s8 instruction,
+ * saturates its int16 pair sums (255 * 127 * 2 > 32767): not bit-exact.  So
+ * both operands are widened to int16 and multiplied with vpmaddwd, whose
+ * pair sums are exact in int32.  Weights stay row-major as composed from
+ * the planes (no transpose); each output is a dot product of an im2col row
+ * and a weight row, 2 positions x 4 channels per step, reduced horizontally
+ * at the end.  The zero point comes back through row sums as in the
+ * AVX-512 kernel: acc = bias - zx * sum(q) + sum(u * q).
+ */
+#include <errno.h>
+#include <immintrin.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "nq_error.h"
+#include "pack.h"
+
+#define NB 32			/* weight rows per block */
+#define COLS_BYTES 65536
+
+struct scratch {
+	int8_t *rows;		/* NB * kp */
+	uint8_t *cols;		/* rows_per_block * kp */
+	int32_t *corr;		/* NB */
+	uint32_t rows_per_block;
+};
+
+static uint32_t block_rows(uint32_t kp)
+{
+	uint32_t rb = COLS_BYTES / kp & ~1u;
+
+	return rb < 2 ? 2 : rb > 256 ? 256 : rb;
+}
+
+static size_t tile_bytes_avx2(uint32_t k, uint32_t oc)
+{
+	uint32_t kp = nq_round_up(k, 16);
+
+	(void)oc;
+	return 64 + (size_t)NB * kp + (size_t)block_rows(kp) * kp + 64 + NB * 4 + 64;
+}
+
+static void scratch_init(struct scratch *s, int8_t *tile, uint32_t kp)
+{
+	uintptr_t p = ((uintptr_t)tile + 63) & ~(uintptr_t)63;
+
+	s->rows = (int8_t *)p;
+	p += (size_t)NB * kp;
+	s->rows_per_block = block_rows(kp);
+	s->cols = (uint8_t *)p;
+	p += ((size_t)s->rows_per_block * kp + 63) & ~(size_t)63;
+	s->corr = (int32_t *)p;
+}
+
+/* ---- weight rows ---- */
+
+/*
+ * 16 `bits`-bit fields (2 * bits <= 16 bytes) as int16: vpshufb moves the
+ * two bytes holding field i into 16-bit lane i, vpmullw shifts it left so
+ * that the field's top bit is bit 15, and one shift right by 16 - bits
+ * sign-extends (or zero-extends) it.
+ */
+struct field_ctl {
+	__m256i idx, mul;
+	__m128i sh;
+	bool is_signed;
+	unsigned int bits;
+};
+
+static void field_ctl_init(struct field_ctl *f, unsigned int bits, bool is_signed)
+{
+	uint8_t idx[32];
+	int16_t mul[16];
+
+	for (int i = 0; i < 16; i++) {
+		unsigned int pos = i * bits, s = pos % 8;
+
+		idx[2 * i] = (uint8_t)(pos / 8);
+		idx[2 * i + 1] = s + bits > 8 ? (uint8_t)(pos / 8 + 1) : 0x80;
+		mul[i] = (int16_t)(uint16_t)(1u << (16 - bits - s));
+	}
+	f->idx = _mm256_loadu_si256((const void *)idx);
+	f->mul = _mm256_loadu_si256((const void *)mul);
+	f->sh = _mm_cvtsi32_si128(16 - (int)bits);
+	f->is_signed = is_signed;
+	f->bits = bits;
+}
+
+/* Values [j, j + 16) of a packed row (j a multiple of 16); `avail` bytes
+ * of the row may be read from `src` on. */
+static inline __m256i decode16(const uint8_t *src, uint64_t avail, const struct field_ctl *f)
+{
+	__m128i b;
+	__m256i v;
+
+	if (avail >= 16) {
+		b = _mm_loadu_si128((const void *)src);
+	} else {
+		uint8_t tmp[16] = { 0 };
+
+		memcpy(tmp, src, avail);
+		b = _mm_loadu_si128((const void *)tmp);
+	}
+	v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(b), f->idx);
+	v = _mm256_mullo_epi16(v, f->mul);
+	return f->is_signed ? _mm256_sra_epi16(v, f->sh) : _mm256_srl_epi16(v, f->sh);
+}
+
+static bool fast_planes(const struct nq_weights *wt)
+{
+	if (wt->plane[0].bits < 1 || wt->plane[0].bits > 8 || !wt->plane[0].is_signed)
+		return false;
+	for (uint32_t l = 1; l <= wt->level; l++) {
+		int d = wt->level_bits[l] - wt->level_bits[l - 1];
+
+		if (wt->plane[l].bits < 1 || wt->plane[l].bits > 8 || d < 1 || d > 7 ||
+		    wt->level_bits[l] > 8 || (!wt->plane[l].is_signed && wt->plane[l].bits == 8))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * kernels/pack.h nq_unpack_rows, 16 values at a time, for kp a multiple of
+ * 16.  Unusual planes, and rows with a value out of range (so that the
+ * oracle names it), go through the generic unpacker.
+ */
+static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+		       uint32_t kp, int8_t *dst, int32_t *rowsum)
+{
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	__m256i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS];
+	__m128i sh[NQ_FORMAT_MAX_LEVELS];
+	const __m256i ones = _mm256_set1_epi16(1);
+	const __m256i iota = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+
+	if (!fast_planes(wt))
+		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l];
+
+		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		lo[l] = _mm256_set1_epi16((int16_t)-(1 << (b - 1)));
+		hi[l] = _mm256_set1_epi16((int16_t)((1 << (b - 1)) - 1));
+		sh[l] = _mm_cvtsi32_si128(l ? b - wt->level_bits[l - 1] : 0);
+	}
+	for (uint32_t r = 0; r < n; r++) {
+		int8_t *q8 = dst + (uint64_t)r * kp;
+		__m256i bad = _mm256_setzero_si256(), sum = _mm256_setzero_si256();
+		int32_t s32[8], total = 0;
+
+		for (uint32_t j = 0; j < k; j += 16) {
+			const __m256i live = _mm256_cmpgt_epi16(_mm256_set1_epi16((int16_t)(k - j)), iota);
+			__m256i q = _mm256_setzero_si256();
+
+			for (uint32_t l = 0; l <= wt->level; l++) {
+				const struct nq_plane_view *p = &wt->plane[l];
+				uint64_t packed = ((uint64_t)k * p->bits + 7) / 8;
+				uint64_t off = (uint64_t)j / 8 * p->bits;
+				__m256i x = decode16(p->data + (uint64_t)(row0 + r) * p->row_stride + off,
+						     packed - off, &f[l]);
+
+				if (l == 0) {
+					q = x;
+					continue;
+				}
+				q = _mm256_add_epi16(_mm256_sll_epi16(q, sh[l]), x);
+				bad = _mm256_or_si256(bad, _mm256_and_si256(live,
+						_mm256_or_si256(_mm256_cmpgt_epi16(q, hi[l]),
+								_mm256_cmpgt_epi16(lo[l], q))));
+			}
+			q = _mm256_and_si256(q, live);
+			sum = _mm256_add_epi32(sum, _mm256_madd_epi16(q, ones));
+			q = _mm256_permute4x64_epi64(_mm256_packs_epi16(q, q), 0x08);
+			_mm_storeu_si128((void *)(q8 + j), _mm256_castsi256_si128(q));
+		}
+		if (!_mm256_testz_si256(bad, bad)) {
+			int err = nq_unpack_rows(wt, row0 + r, 1, k, kp, q8, rowsum ? rowsum + r : NULL);
+
+			if (err)
+				return err;
+			continue;
+		}
+		_mm256_storeu_si256((void *)s32, sum);
+		for (int i = 0; i < 8; i++)
+			total += s32[i];
+		if (kp > nq_round_up(k, 16))
+			memset(q8 + nq_round_up(k, 16), 0, kp - nq_round_up(k, 16));
+		if (rowsum)
+			rowsum[r] = total;
+	}
+	return 0;
+}
+
+/* Sum of the 8 lanes of each of 4 vectors, as 4 lanes. */
+static inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d)
+{
+	__m256i ab = _mm256_hadd_epi32(a, b), cd = _mm256_hadd_epi32(c, d);
+	__m256i s = _mm256_hadd_epi32(ab, cd);
+
+	return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+/*
+ * Two positions (x0, x1) x four weight rows (w, stride kp): 16 k per step.
+ * Results (without bias) in s0[4], s1[4].
+ */
+static inline void dot_2x4(const uint8_t *x0, const uint8_t *x1, const int8_t *w, uint32_t kp,
+			   __m128i *s0, __m128i *s1)
+{
+	__m256i a00 = _mm256_setzero_si256(), a01 = a00, a02 = a00, a03 = a00;
+	__m256i a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+
+	for (uint32_t j = 0; j < kp; j += 16) {
+		__m256i u0 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const void *)(x0 + j)));
+		__m256i u1 = _mm256_cvtepu8_epi16(_mm_loadu_si128((const void *)(x1 + j)));
+		__m256i q;
+
+		q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)(w + j)));
+		a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(u0, q));
+		a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(u1, q));
+		q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)(w + kp + j)));
+		a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(u0, q));
+		a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(u1, q));
+		q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)(w + 2 * (size_t)kp + j)));
+		a02 = _mm256_add_epi32(a02, _mm256_madd_epi16(u0, q));
+		a12 = _mm256_add_epi32(a12, _mm256_madd_epi16(u1, q));
+		q = _mm256_cvtepi8_epi16(_mm_loadu_si128((const void *)(w + 3 * (size_t)kp + j)));
+		a03 = _mm256_add_epi32(a03, _mm256_madd_epi16(u0, q));
+		a13 = _mm256_add_epi32(a13, _mm256_madd_epi16(u1, q));
+	}
+	*s0 = hsum4(a00, a01, a02, a03);
+	*s1 = hsum4(a10, a11, a12, a13);
+}
+
+static void store4(const struct nq_conv_args *a, __m128i sum, const int32_t *corr, uint32_t c0,
+		   uint32_t n, uint8_t *o)
+{
+	int32_t v[4];
+
+	_mm_storeu_si128((void *)v, _mm_add_epi32(sum, _mm_loadu_si128((const void *)corr)));
+	for (uint32_t i = 0; i < n; i++)
+		o[i] = (uint8_t)nq_rq_output(v[i], a->rq[c0 + i], a->zy, a->lo, a->hi);
+}
+
+static int conv_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
+{
+	const uint32_t G = a->groups, ocpg = a->oc / G, kp = nq_round_up(a->k, 16);
+	const uint64_t M = (uint64_t)a->out.n * a->out.h * a->out.w;
+	const bool direct = nq_conv_is_pointwise(a) && a->k % 16 == 0;
+	struct scratch s;
+	int32_t rowsum[NB];
+	int err;
+
+	scratch_init(&s, a->tile, kp);
+	for (uint32_t g = 0; g < G; g++)
+	for (uint32_t cb = 0; cb < ocpg; cb += NB) {
+		const uint32_t nc = ocpg - cb < NB ? ocpg - cb : NB, c0 = g * ocpg + cb;
+		const uint32_t nc4 = (nc + 3) & ~3u;
+
+		err = unpack_rows(&a->wt, c0, nc, a->k, kp, s.rows, rowsum);
+		if (err)
+			return err;
+		memset(s.rows + (size_t)nc * kp, 0, (size_t)(nc4 - nc) * kp);
+		for (uint32_t c = 0; c < nc4; c++)
+			s.corr[c] = c < nc ? (int32_t)((uint32_t)a->bias32[c0 + c] -
+						       (uint32_t)a->zx * (uint32_t)rowsum[c]) : 0;
+		for (uint64_t p0 = 0; p0 < M; p0 += s.rows_per_block) {
+			uint32_t np = M - p0 < s.rows_per_block ? (uint32_t)(M - p0) : s.rows_per_block;
+			const uint8_t *base;
+			uint64_t astride;
+
+			if (direct) {
+				base = in + p0 * a->in.c;
+				astride = a->in.c;
+			} else {
+				nq_im2col(a, in, g, p0, np, kp, s.cols);
+				base = s.cols;
+				astride = kp;
+			}
+			for (uint32_t r = 0; r < np; r += 2) {
+				const uint8_t *x0 = base + r * astride;
+				const uint8_t *x1 = r + 1 < np ? x0 + astride : x0;
+				uint8_t *o0 = out + (p0 + r) * a->out.c + c0;
+
+				for (uint32_t c = 0; c < nc; c += 4) {
+					uint32_t n = nc - c < 4 ? nc - c : 4;
+					__m128i s0, s1;
+
+					dot_2x4(x0, x1, s.rows + (size_t)c * kp, kp, &s0, &s1);
+					store4(a, s0, s.corr + c, c0 + c, n, o0 + c);
+					if (r + 1 < np)
+						store4(a, s1, s.corr + c, c0 + c, n, o0 + a->out.c + c);
+				}
+			}
+		}
+	}
+	return 0;
+}
+
+static void add_avx2(const struct nq_add_args *a, const uint8_t *x1, const uint8_t *x2,
+		     uint8_t *out, size_t n)
+{
+	const __m256i z1 = _mm256_set1_epi32(a->z1), z2 = _mm256_set1_epi32(a->z2);
+	const __m256i k1 = _mm256_set1_epi32(a->rq.k1), k2 = _mm256_set1_epi32(a->rq.k2);
+	const __m256i r = _mm256_set1_epi32(a->rq.shift ? 1 << (a->rq.shift - 1) : 0);
+	const __m256i z3 = _mm256_set1_epi32(a->z3), lo = _mm256_set1_epi32(a->lo);
+	const __m256i hi = _mm256_set1_epi32(a->hi);
+	const __m128i sh = _mm_cvtsi32_si128(a->rq.shift);
+	const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+					      0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		int64_t b1, b2;
+		__m256i d1, d2, v;
+
+		memcpy(&b1, x1 + i, 8);
+		memcpy(&b2, x2 + i, 8);
+		d1 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b1)), z1);
+		d2 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(b2)), z2);
+		v = _mm256_add_epi32(_mm256_mullo_epi32(d1, k1), _mm256_mullo_epi32(d2, k2));
+		v = _mm256_add_epi32(z3, _mm256_sra_epi32(_mm256_add_epi32(v, r), sh));
+		v = _mm256_min_epi32(_mm256_max_epi32(v, lo), hi);
+		v = _mm256_shuffle_epi8(v, pick);
+		{
+			uint32_t w0 = (uint32_t)_mm256_extract_epi32(v, 0);
+			uint32_t w1 = (uint32_t)_mm256_extract_epi32(v, 4);
+
+			memcpy(out + i, &w0, 4);
+			memcpy(out + i + 4, &w1, 4);
+		}
+	}
+	for (; i < n; i++)
+		out[i] = (uint8_t)nq_add_apply((int32_t)x1[i] - a->z1, (int32_t)x2[i] - a->z2,
+					       &a->rq, a->z3, a->lo, a->hi);
+}
+
+/* The oracle's loops for the ops without an AVX2 version. */
+static int conv_dw_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
+{
+	return nq_kernels_scalar.conv_dw(a, in, out);
+}
+
+static void maxpool_avx2(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
+{
+	nq_kernels_scalar.maxpool(a, in, out);
+}
+
+static void avgpool_avx2(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
+{
+	nq_kernels_scalar.avgpool(a, in, out);
+}
+
+static void gap_avx2(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out)
+{
+	nq_kernels_scalar.gap(a, in, out);
+}
+
+static void eltwise_avx2(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out, size_t n)
+{
+	nq_kernels_scalar.eltwise(a, in, out, n);
+}
+
+static void quantize_avx2(const struct nq_quant_args *a, const float *in, uint8_t *out)
+{
+	nq_kernels_scalar.quantize(a, in, out);
+}
+
+const struct nq_kernels nq_kernels_avx2 = {
+	.name = "avx2",
+	.conv = conv_avx2,
+	.conv_dw = conv_dw_avx2,
+	.gemm = conv_avx2,
+	.add = add_avx2,
+	.maxpool = maxpool_avx2,
+	.avgpool = avgpool_avx2,
+	.gap = gap_avx2,
+	.eltwise = eltwise_avx2,
+	.quantize = quantize_avx2,
+	.tile_bytes = tile_bytes_avx2,
+};

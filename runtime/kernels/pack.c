@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Weight-row composition and blocked im2col shared by the SIMD tables
+ * (kernels/pack.h).  Plain C: the tables that have a faster unpacker (the
+ * AVX-512 VBMI one) use it for the common cases and fall back here.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "nq_error.h"
+#include "pack.h"
+
+/*
+ * Values [0, n) of a packed row: eight `bits`-bit fields fill exactly
+ * `bits` bytes, so every group of eight starts on a byte and one 64-bit
+ * load holds it, except at the end of the packed bytes, where the group is
+ * read a byte at a time (the row may end the mapping).
+ */
+static void decode_row(const uint8_t *row, uint32_t n, unsigned int bits, bool is_signed,
+		       int8_t *out)
+{
+	const uint64_t packed = ((uint64_t)n * bits + 7) / 8;
+	const uint32_t mask = (1u << bits) - 1, sign = 1u << (bits - 1);
+	const unsigned int ext = 32 - bits;
+	uint32_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t off = (uint64_t)(i / 8) * bits, v = 0;
+
+		if (off + 8 <= packed)
+			memcpy(&v, row + off, 8);
+		else
+			for (unsigned int b = 0; b < bits; b++)
+				v |= (uint64_t)row[off + b] << (8 * b);
+		for (unsigned int j = 0; j < 8; j++) {
+			uint32_t f = (uint32_t)(v >> (j * bits)) & mask;
+
+			out[i + j] = is_signed ? (int8_t)((int32_t)(f << ext) >> ext) : (int8_t)f;
+		}
+	}
+	for (; i < n; i++) {
+		uint64_t pos = (uint64_t)i * bits;
+		uint32_t v = row[pos / 8];
+
+		if (pos % 8 + bits > 8)
+			v |= (uint32_t)row[pos / 8 + 1] << 8;
+		v = (v >> (pos % 8)) & mask;
+		out[i] = is_signed && (v & sign) ? (int8_t)((int32_t)v - (int32_t)(mask + 1)) : (int8_t)v;
+	}
+}
+
+int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+		   uint32_t kp, int8_t *dst, int32_t *rowsum)
+{
+	int8_t tmp[512];
+
+	for (uint32_t r = 0; r < n; r++) {
+		int8_t *q = dst + (uint64_t)r * kp;
+		uint32_t row = row0 + r;
+		int32_t sum = 0;
+
+		for (uint32_t done = 0; done < k; done += sizeof(tmp)) {
+			uint32_t m = k - done < sizeof(tmp) ? k - done : (uint32_t)sizeof(tmp);
+			const struct nq_plane_view *p = &wt->plane[0];
+
+			if (p->bits < 1 || p->bits > 8 || !p->is_signed || done % 8)
+				goto slow;
+			decode_row(p->data + (uint64_t)row * p->row_stride + (uint64_t)done / 8 * p->bits,
+				   m, p->bits, true, q + done);
+			for (uint32_t l = 1; l <= wt->level; l++) {
+				unsigned int shift = wt->level_bits[l] - wt->level_bits[l - 1];
+				int lo = -(1 << (wt->level_bits[l] - 1)), hi = -lo - 1;
+				bool bad = false;
+
+				p = &wt->plane[l];
+				if (p->bits < 1 || p->bits > 8 || shift < 1 || shift > 7 ||
+				    wt->level_bits[l] > 8 || (!p->is_signed && p->bits == 8))
+					goto slow;
+				decode_row(p->data + (uint64_t)row * p->row_stride +
+					   (uint64_t)done / 8 * p->bits, m, p->bits, p->is_signed, tmp);
+				for (uint32_t i = 0; i < m; i++) {
+					int v = q[done + i] * (1 << shift) + tmp[i];
+
+					bad |= v < lo || v > hi;
+					q[done + i] = (int8_t)v;
+				}
+				if (bad)
+					goto slow;
+			}
+		}
+		for (uint32_t i = 0; i < k; i++)
+			sum += q[i];
+		if (kp > k)
+			memset(q + k, 0, kp - k);
+		if (rowsum)
+			rowsum[r] = sum;
+		continue;
+slow:
+		/* Odd plane parameters or a corrupt value: the oracle decides
+		 * (and names the failure). */
+		{
+			int err = nq_weights_row(wt, row, 0, k, q);
+
+			if (err)
+				return err;
+		}
+		for (uint32_t i = 0; i < k; i++)
+			sum += q[i];
+		if (kp > k)
+			memset(q + k, 0, kp - k);
+		if (rowsum)
+			rowsum[r] = sum;
+	}
+	return 0;
+}
+
+bool nq_conv_is_pointwise(const struct nq_conv_args *a)
+{
+	return a->kh == 1 && a->kw == 1 && a->stride_h == 1 && a->stride_w == 1 &&
+	       a->pad_t == 0 && a->pad_l == 0 && a->groups == 1 && a->cin_per_group == a->in.c &&
+	       a->out.h == a->in.h && a->out.w == a->in.w && a->out.n == a->in.n;
+}
+
+void nq_im2col(const struct nq_conv_args *a, const uint8_t *in, uint32_t g, uint64_t p0,
+	       uint32_t np, uint32_t kp, uint8_t *dst)
+{
+	const uint32_t cpg = a->cin_per_group, C = a->in.c, k = a->k;
+	const int64_t H = a->in.h, W = a->in.w;
+	const uint64_t ohw = (uint64_t)a->out.h * a->out.w;
+	const bool rows_contiguous = a->dil_w == 1 && cpg == C;
+	const uint8_t zx = (uint8_t)a->zx;
+
+	for (uint32_t i = 0; i < np; i++) {
+		uint64_t p = p0 + i, n = p / ohw, rem = p % ohw;
+		int64_t oh = (int64_t)(rem / a->out.w), ow = (int64_t)(rem % a->out.w);
+		int64_t iw0 = ow * a->stride_w - a->pad_l;
+		uint8_t *row = dst + (uint64_t)i * kp;
+
+		for (uint32_t ky = 0; ky < a->kh; ky++) {
+			int64_t ih = oh * a->stride_h - a->pad_t + (int64_t)ky * a->dil_h;
+			uint8_t *d = row + (uint64_t)ky * a->kw * cpg;
+			const uint8_t *src;
+
+			if (ih < 0 || ih >= H) {
+				memset(d, zx, (size_t)a->kw * cpg);
+				continue;
+			}
+			src = in + ((uint64_t)n * H + ih) * W * C + (uint64_t)g * cpg;
+			if (rows_contiguous && iw0 >= 0 && iw0 + a->kw <= W) {
+				memcpy(d, src + (uint64_t)iw0 * C, (size_t)a->kw * cpg);
+				continue;
+			}
+			for (uint32_t kx = 0; kx < a->kw; kx++, d += cpg) {
+				int64_t iw = iw0 + (int64_t)kx * a->dil_w;
+
+				if (iw < 0 || iw >= W)
+					memset(d, zx, cpg);
+				else
+					memcpy(d, src + (uint64_t)iw * C, cpg);
+			}
+		}
+		if (kp > k)
+			memset(row + k, 0, kp - k);
+	}
+}
+
+bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int nparts,
+		   struct nq_conv_args *sub, uint64_t *in_off, uint64_t *out_off)
+{
+	const uint32_t ocpg = a->oc / a->groups;
+	uint32_t units, u0, u1, c0, c1;
+
+	*sub = *a;
+	*in_off = 0;
+	*out_off = 0;
+	if (a->groups == 1) {
+		units = (a->oc + 15) / 16;
+		u0 = (uint32_t)((uint64_t)units * part / nparts);
+		u1 = (uint32_t)((uint64_t)units * (part + 1) / nparts);
+		c0 = u0 * 16 < a->oc ? u0 * 16 : a->oc;
+		c1 = u1 * 16 < a->oc ? u1 * 16 : a->oc;
+	} else {
+		u0 = (uint32_t)((uint64_t)a->groups * part / nparts);
+		u1 = (uint32_t)((uint64_t)a->groups * (part + 1) / nparts);
+		c0 = u0 * ocpg;
+		c1 = u1 * ocpg;
+		sub->groups = u1 - u0;
+		*in_off = (uint64_t)u0 * a->cin_per_group;
+	}
+	if (c1 <= c0)
+		return false;
+	sub->oc = c1 - c0;
+	sub->bias32 = a->bias32 + c0;
+	sub->rq = a->rq + c0;
+	for (uint32_t l = 0; l <= a->wt.level && l < NQ_FORMAT_MAX_LEVELS; l++) {
+		sub->wt.plane[l].data = a->wt.plane[l].data + (uint64_t)c0 * a->wt.plane[l].row_stride;
+		sub->wt.plane[l].rows = c1 - c0;
+	}
+	*out_off = c0;
+	return true;
+}
+
+int nq_conv_part(const struct nq_kernels *k, bool depthwise, bool gemm,
+		 const struct nq_conv_args *a, int8_t *tile, unsigned int part,
+		 unsigned int nparts, const uint8_t *in, uint8_t *out)
+{
+	const uint64_t M = (uint64_t)a->out.n * a->out.h * a->out.w;
+	struct nq_conv_args sub;
+	uint64_t io, oo;
+
+	if (nparts > 1 && !depthwise && k->conv_rows && M >= 256) {
+		/* Positions in multiples of 6 rows (the AVX-512 micro-kernel). */
+		uint64_t units = (M + 5) / 6;
+		uint64_t p0 = units * part / nparts * 6, p1 = units * (part + 1) / nparts * 6;
+
+		if (p1 > M)
+			p1 = M;
+		if (p0 >= p1)
+			return 0;
+		sub = *a;
+		sub.tile = tile;
+		return k->conv_rows(&sub, p0, p1, in, out);
+	}
+	if (!nq_conv_split(a, part, nparts, &sub, &io, &oo))
+		return 0;
+	sub.tile = tile;
+	if (depthwise)
+		return k->conv_dw(&sub, in + io, out + oo);
+	return gemm ? k->gemm(&sub, in + io, out + oo) : k->conv(&sub, in + io, out + oo);
+}
+
+unsigned int nq_conv_nparts(const struct nq_kernels *k, bool depthwise,
+			    const struct nq_conv_args *a, unsigned int threads)
+{
+	const uint64_t M = (uint64_t)a->out.n * a->out.h * a->out.w;
+	uint64_t n, most;
+
+	if (threads <= 1)
+		return 1;
+	if (!depthwise && k->conv_rows && M >= 256) {
+		most = (M + 5) / 6;
+		n = 4 * (uint64_t)threads;
+	} else if (a->groups == 1) {
+		most = (a->oc + 15) / 16;
+		n = (a->oc + 63) / 64;
+		if (n < threads)
+			n = threads;
+	} else {
+		most = a->groups;
+		n = 4 * (uint64_t)threads;
+	}
+	return (unsigned int)(n < most ? n : most ? most : 1);
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers the SIMD kernel tables share (kernels/pack.c, built with the
+ * baseline flags so every table may call them): composing weight rows from
+ * the planes into int8, and blocked im2col of NHWC activations.
+ *
+ * GEMM view of a convolution, per group g: A[p][j] (p = output position,
+ * flattened over n, oh, ow; j = (ky * kw + kx) * cpg + ci, OHWI order, the
+ * same as the weight rows) times W[c][j], then requantisation.  Padded taps
+ * read the input zero point zx, so that sum((u - zx) * q) becomes
+ * sum(u * q) - zx * sum(q) with one row sum per output channel: exact in
+ * int32 (SPEC.md bounds the accumulator).
+ */
+#ifndef NQ_KERNELS_PACK_H
+#define NQ_KERNELS_PACK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+/* k rounded up to a multiple of `m` (a power of two). */
+static inline uint32_t nq_round_up(uint32_t k, uint32_t m)
+{
+	return (k + m - 1) & ~(m - 1);
+}
+
+/*
+ * Composed weights of rows [row0, row0 + n), values [0, k), into dst with a
+ * stride of kp bytes; bytes [k, kp) of each row are zeroed.  rowsum (may be
+ * NULL) receives sum(q) of each row.  -ERANGE (message from the scalar
+ * unpacker) on corrupt planes.
+ */
+int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+		   uint32_t kp, int8_t *dst, int32_t *rowsum);
+
+/*
+ * im2col of group g for output positions [p0, p0 + np): row i of dst (kp
+ * bytes) holds the k = kh * kw * cpg window values of position p0 + i,
+ * zx where the window is over padding, then kp - k zero bytes.
+ */
+void nq_im2col(const struct nq_conv_args *a, const uint8_t *in, uint32_t g, uint64_t p0,
+	       uint32_t np, uint32_t kp, uint8_t *dst);
+
+/* True when position-row p of group g is a plain NHWC pixel row (1x1 kernel,
+ * stride 1, no padding, groups == 1, cpg == in.c): A can be read in place. */
+bool nq_conv_is_pointwise(const struct nq_conv_args *a);
+
+/*
+ * Part `part` of `nparts` of a CONV/GEMM for the thread pool: a range of
+ * output channels on group boundaries (in steps of 16 channels when
+ * groups == 1, one SIMD vector of outputs), expressed with the same
+ * argument struct so that any kernel table runs it unchanged: *sub gets the
+ * channel count, groups and the bias/rq/plane pointers of the range; the
+ * part reads `in + *in_off` and writes `out + *out_off` (in.c and out.c
+ * stay the row strides).  Parts are disjoint and cover the layer, so the
+ * result does not depend on nparts.  False when the part is empty.
+ */
+bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int nparts,
+		   struct nq_conv_args *sub, uint64_t *in_off, uint64_t *out_off);
+
+/*
+ * Run part `part` of `nparts` of a CONV (conv_dw when depthwise, gemm when
+ * gemm) on table k with scratch `tile`.  Layers with many output positions
+ * per weight (>= 256) are split by positions when the table has
+ * conv_rows, since every part would otherwise redo the same activations;
+ * others by output channels (nq_conv_split), so each part composes only
+ * its own weights.  Either way the bytes do not depend on nparts.
+ */
+int nq_conv_part(const struct nq_kernels *k, bool depthwise, bool gemm,
+		 const struct nq_conv_args *a, int8_t *tile, unsigned int part,
+		 unsigned int nparts, const uint8_t *in, uint8_t *out);
+
+/*
+ * How many parts to cut a layer into for `threads` threads.  More parts
+ * than threads, claimed one by one by whichever thread is free: on a shared
+ * machine a thread that loses its CPU for a time slice then delays only
+ * its current part, not half of the layer.  Parts stay at least one panel
+ * (64 channels) or 6 positions wide.
+ */
+unsigned int nq_conv_nparts(const struct nq_kernels *k, bool depthwise,
+			    const struct nq_conv_args *a, unsigned int threads);
+
+#endif
