@@ -92,7 +92,8 @@ size_t nq_fp32_numel(const struct nq_graph *g, int t, int batch)
 	const struct nq_tensor *x = &g->tensors[t];
 	size_t n = nq_tensor_numel(x);
 
-	if (is_batched(g, t) && x->rank && x->dims[0])
+	/* As nq_fp32_run(): at the declared batch every tensor keeps its dims. */
+	if (batch != g->batch && is_batched(g, t) && x->rank && x->dims[0])
 		n = n / (size_t)x->dims[0] * (size_t)batch;
 	return n;
 }

@@ -84,7 +84,7 @@ static const char *dtype_name(int dt)
 static int tensor_from_proto(const Onnx__TensorProto *tp, const char *what, struct nq_tensor *t)
 {
 	uint64_t numel = 1;
-	size_t n, esize;
+	size_t n, esize, present;
 	int dt = tp->has_data_type ? tp->data_type : 0;
 
 	if (tp->has_data_location && tp->data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL)
@@ -109,6 +109,35 @@ static int tensor_from_proto(const Onnx__TensorProto *tp, const char *what, stru
 	for (size_t i = 0; i < tp->n_dims; i++)
 		t->dims[i] = tp->dims[i];
 	n = (size_t)numel;
+
+	/*
+	 * The dims are only a claim: the values must really be in the file
+	 * before anything is allocated for them (a few bytes of protobuf can
+	 * declare 2^30 elements).
+	 */
+	switch (dt) {
+	case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
+		present = tp->n_float_data, esize = 4;
+		break;
+	case ONNX__TENSOR_PROTO__DATA_TYPE__DOUBLE:
+		present = tp->n_double_data, esize = 8;
+		break;
+	case ONNX__TENSOR_PROTO__DATA_TYPE__INT32:
+		present = tp->n_int32_data, esize = 4;
+		break;
+	case ONNX__TENSOR_PROTO__DATA_TYPE__INT64:
+		present = tp->n_int64_data, esize = 8;
+		break;
+	default:
+		present = n, esize = 0;	/* rejected below */
+	}
+	if (tp->has_raw_data && tp->raw_data.len && esize) {
+		if (tp->raw_data.len != n * esize)
+			return nq_fail(-EINVAL, "tensor '%s': raw_data holds %zu bytes, dims need %zu",
+				       what, tp->raw_data.len, n * esize);
+	} else if (present != n) {
+		goto count;
+	}
 
 	switch (dt) {
 	case ONNX__TENSOR_PROTO__DATA_TYPE__FLOAT:
@@ -320,10 +349,12 @@ static int get_string(struct attrs *a, const char *name, char *out, size_t len)
 		return 0;
 	if (ap == (void *)-1)
 		return bad_type(a, name);
-	if (ap->s.len >= len || memchr(ap->s.data, 0, ap->s.len))
+	/* An attribute with no s field decodes as { len 0, data NULL }. */
+	if (ap->s.len >= len || (ap->s.len && memchr(ap->s.data, 0, ap->s.len)))
 		return nq_fail(-EOPNOTSUPP, "%s: %s attribute %s has an unsupported value", a->label,
 			       a->op, name);
-	memcpy(out, ap->s.data, ap->s.len);
+	if (ap->s.len)
+		memcpy(out, ap->s.data, ap->s.len);
 	out[ap->s.len] = '\0';
 	return 1;
 }

@@ -29,27 +29,5 @@ format-corpus: $(FORMAT_TOOLS)
 	$(Q)$(O)/tests/tools/write-sample-nq tests/corpus/format-good/sample.nq
 	$(Q)$(O)/tests/tools/gen-bad-nq tests/corpus/format-good/sample.nq tests/corpus/format-bad
 
-# libFuzzer targets (clang).  `make fuzz` runs each for FUZZ_SECONDS seeded with
-# the good file and the bad corpus (copied: the committed corpus is never
-# modified); findings land in $(O)/fuzz/artifacts.
-FUZZ_SECONDS ?= 60
-FUZZ_TARGETS += nq_reader
-FUZZ_CFLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined \
-	-fno-sanitize-recover=undefined -D_GNU_SOURCE -Icommon -Iformat
-FUZZ_NQ_SRCS := common/error.c format/crc32c.c format/plane.c format/reader.c \
-	format/validate.c
-FUZZ_BINS := $(addprefix $(O)/fuzz/fuzz_,$(FUZZ_TARGETS))
-
-$(O)/fuzz/fuzz_nq_reader: tests/fuzz/fuzz_nq_reader.c $(FUZZ_NQ_SRCS) | deps
-	$(call msg,FUZZCC,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ -lm
-
-.PHONY: fuzz-build
-fuzz-build: $(FUZZ_BINS)
-
-fuzz: $(FUZZ_BINS)
-	$(Q)for t in $(FUZZ_TARGETS); do \
-		tests/fuzz/run.sh $(O)/fuzz/fuzz_$$t $(FUZZ_SECONDS) $(O)/fuzz/$$t \
-			tests/corpus/format-good tests/corpus/format-bad || exit 1; \
-	done
+# The libFuzzer target for the reader (tests/fuzz/fuzz_nq_reader.c) is built
+# and run by tests/fuzz/fuzz.mk.

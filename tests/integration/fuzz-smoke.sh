@@ -1,10 +1,11 @@
 #!/bin/sh
-# A short libFuzzer run of the .nq reader inside `make check` (the long one is
-# `make fuzz`, FUZZ_SECONDS=60 by default).  Skips when clang cannot link
+# A short libFuzzer run of every fuzz target inside `make check`
+# (FUZZ_SMOKE_SECONDS each, default 5), seeded with the committed corpus, so
+# every crash ever found and committed as a regression file is replayed.  The
+# long runs are `make fuzz` (FUZZ_SECONDS).  Skips when clang cannot link
 # libFuzzer (Debian: libclang-rt-14-dev).
 set -u
 O=${NQ_BUILD:-${O:-build}}
-secs=${FUZZ_SMOKE_SECONDS:-15}
 probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
 command -v clang >/dev/null 2>&1 || { echo "clang is not installed"; exit 77; }
@@ -15,7 +16,5 @@ if ! clang -fsanitize=fuzzer,address,undefined "$probe/p.c" -o "$probe/p" >"$pro
 	exit 77
 fi
 # A make of its own: the parent's jobserver is not ours to use.
-env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -s --no-print-directory O="$O" fuzz-build || exit 1
-rm -rf "$O/fuzz/smoke"
-exec tests/fuzz/run.sh "$O/fuzz/fuzz_nq_reader" "$secs" "$O/fuzz/smoke" \
-	tests/corpus/format-good tests/corpus/format-bad
+exec env -u MAKEFLAGS -u MAKELEVEL -u MFLAGS make -s --no-print-directory O="$O" \
+	FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-5}" fuzz-smoke
