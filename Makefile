@@ -12,6 +12,8 @@
 
 .DELETE_ON_ERROR:
 .SUFFIXES:
+# Keep intermediate objects (test objects would otherwise be rebuilt each run).
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 V ?= 0
@@ -143,3 +145,6 @@ clean:
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)
 include scripts/bench.mk
+include tests/fuzz/fuzz.mk
+include examples/examples.mk
+include dist/install.mk
