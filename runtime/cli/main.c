@@ -12,10 +12,28 @@
 
 extern const struct nq_verb nq_verb_info;
 extern const struct nq_verb nq_verb_monitor;
+extern const struct nq_verb nq_verb_launch;
+extern const struct nq_verb nq_verb_pressure;
+extern const struct nq_verb nq_verb_convert;
+extern const struct nq_verb nq_verb_bench;
+extern const struct nq_verb nq_verb_run;
+extern const struct nq_verb nq_verb_eval;
+extern const struct nq_verb nq_verb_serve;
+extern const struct nq_verb nq_verb_query;
+extern const struct nq_verb nq_verb_switch;
 
 static const struct nq_verb *const verbs[] = {
 	&nq_verb_info,
 	&nq_verb_monitor,
+	&nq_verb_launch,
+	&nq_verb_pressure,
+	&nq_verb_convert,
+	&nq_verb_bench,
+	&nq_verb_run,
+	&nq_verb_eval,
+	&nq_verb_serve,
+	&nq_verb_query,
+	&nq_verb_switch,
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
