@@ -495,6 +495,70 @@ START_TEST(corrupt_plane_is_an_error_on_every_table)
 }
 END_TEST
 
+/*
+ * Every (q0, r) pair of the two-level chains the vector decoders special-
+ * case, each in turn at one weight of an otherwise valid layer (row and lane
+ * moving, the second 64-value chunk partial): same return code as the
+ * oracle, and the same bytes when valid.
+ */
+START_TEST(every_plane_pair_composes_as_scalar)
+{
+	const struct nq_kernels *k = TABLE_OR_SKIP(_i);
+	static const int chain_ids[] = { 2, 3, 4, 5, 6 };
+	struct conv_case cc = { 1, 1, 1, 70, 20, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1 };
+	uint8_t in[70], o1[20], o2[20];
+	int8_t q0[70], r[70];
+
+	for (size_t ci = 0; ci < sizeof(chain_ids) / sizeof(chain_ids[0]); ci++) {
+		struct layer L;
+		const struct nq_plane_view *p0, *p1;
+		int lo0, hi0, lo1, hi1, idx = 0, bad = 0;
+
+		make_layer(&L, cc.oc, 70, chain_ids[ci]);
+		p0 = &L.wt.plane[0];
+		p1 = &L.wt.plane[1];
+		ck_assert_int_eq(nq_bits_range(p0->bits, p0->is_signed, &lo0, &hi0), 0);
+		ck_assert_int_eq(nq_bits_range(p1->bits, p1->is_signed, &lo1, &hi1), 0);
+		for (int a0 = lo0; a0 <= hi0; a0++)
+		for (int a1 = lo1; a1 <= hi1; a1++, idx++) {
+			uint32_t row = (uint32_t)idx % cc.oc, lane = (uint32_t)(idx * 7) % 70;
+			uint8_t *r0 = L.plane[0] + (size_t)row * p0->row_stride;
+			uint8_t *r1 = L.plane[1] + (size_t)row * p1->row_stride;
+			struct nq_conv_args a;
+			int8_t keep0, keep1;
+			int e1, e2;
+
+			ck_assert_int_eq(nq_unpack_row(r0, 0, 70, p0->bits, p0->is_signed, q0), 0);
+			ck_assert_int_eq(nq_unpack_row(r1, 0, 70, p1->bits, p1->is_signed, r), 0);
+			keep0 = q0[lane];
+			keep1 = r[lane];
+			q0[lane] = (int8_t)a0;
+			r[lane] = (int8_t)a1;
+			ck_assert_int_eq(nq_pack_row(q0, 70, p0->bits, p0->is_signed, r0), 0);
+			ck_assert_int_eq(nq_pack_row(r, 70, p1->bits, p1->is_signed, r1), 0);
+			fill_input(in, sizeof(in));
+			fill_args(&a, &cc, &L, 1);
+			memset(o1, 0, sizeof(o1));
+			memset(o2, 0, sizeof(o2));
+			e1 = run_conv(&nq_kernels_scalar, GEMM, &a, in, o1);
+			e2 = run_conv(k, GEMM, &a, in, o2);
+			ck_assert_msg(e1 == e2, "%s: chain %d q0 %d r %d: %d vs oracle %d", k->name,
+				      chain_ids[ci], a0, a1, e2, e1);
+			if (!e1)
+				ck_assert_mem_eq(o1, o2, sizeof(o1));
+			bad += e1 != 0;
+			q0[lane] = keep0;
+			r[lane] = keep1;
+			ck_assert_int_eq(nq_pack_row(q0, 70, p0->bits, p0->is_signed, r0), 0);
+			ck_assert_int_eq(nq_pack_row(r, 70, p1->bits, p1->is_signed, r1), 0);
+		}
+		/* Below -128 exactly when q0 is the lowest and a signed r < 0. */
+		ck_assert_int_eq(bad, p1->is_signed ? 1 << (p1->bits - 1) : 0);
+		free_layer(&L);
+	}
+}
+END_TEST
+
 /* ---- element-wise and pools ---- */
 
 START_TEST(add_and_eltwise_match_scalar)
@@ -742,6 +806,9 @@ START_TEST(any_split_gives_the_same_bytes)
 		if (t % 3 == 0) {
 			cc.h = (uint32_t)rr(16, 40);
 			cc.w = (uint32_t)rr(16, 40);
+			/* Several channel blocks: positions x channels. */
+			if (cc.groups == 1 && t % 2 == 0)
+				cc.oc = (uint32_t)rr(65, 200);
 		}
 		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1));
 		fill_args(&a, &cc, &L, L.levels - 1);
@@ -860,6 +927,7 @@ int main(void)
 	tcase_add_loop_test(tc, depthwise_matches_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, gemm_matches_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, corrupt_plane_is_an_error_on_every_table, 0, NISAS);
+	tcase_add_loop_test(tc, every_plane_pair_composes_as_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, add_and_eltwise_match_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, pools_match_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, quantize_matches_scalar, 0, NISAS);

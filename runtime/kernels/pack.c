@@ -200,6 +200,17 @@ bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int
 	return true;
 }
 
+#define ROWS_CBLOCK 64	/* channels per block of a position split */
+#define ROWS_MIN 128	/* fewest positions per range when blocks share the work */
+
+/* Blocks of ROWS_CBLOCK output channels a split by positions also cuts. */
+static unsigned int rows_cblocks(const struct nq_conv_args *a)
+{
+	uint32_t cb = (a->oc + ROWS_CBLOCK - 1) / ROWS_CBLOCK;
+
+	return a->groups != 1 || cb < 1 ? 1 : cb > 64 ? 64 : cb;
+}
+
 int nq_conv_part(const struct nq_kernels *k, bool depthwise, bool gemm,
 		 const struct nq_conv_args *a, int8_t *tile, unsigned int part,
 		 unsigned int nparts, const uint8_t *in, uint8_t *out)
@@ -209,17 +220,22 @@ int nq_conv_part(const struct nq_kernels *k, bool depthwise, bool gemm,
 	uint64_t io, oo;
 
 	if (nparts > 1 && !depthwise && k->conv_rows && M >= 256) {
-		/* Positions in multiples of 6 rows (the AVX-512 micro-kernel). */
-		uint64_t units = (M + 5) / 6;
-		uint64_t p0 = units * part / nparts * 6, p1 = units * (part + 1) / nparts * 6;
+		/* Positions in multiples of 6 rows (the AVX-512 micro-kernel),
+		 * times blocks of channels when there are several. */
+		unsigned int cblocks = rows_cblocks(a), rparts;
+		uint64_t units = (M + 5) / 6, p0, p1;
 
+		if (nparts % cblocks)
+			cblocks = 1;
+		rparts = nparts / cblocks;
+		p0 = units * (part / cblocks) / rparts * 6;
+		p1 = units * (part / cblocks + 1) / rparts * 6;
 		if (p1 > M)
 			p1 = M;
-		if (p0 >= p1)
+		if (p0 >= p1 || !nq_conv_split(a, part % cblocks, cblocks, &sub, &io, &oo))
 			return 0;
-		sub = *a;
 		sub.tile = tile;
-		return k->conv_rows(&sub, p0, p1, in, out);
+		return k->conv_rows(&sub, p0, p1, in + io, out + oo);
 	}
 	if (!nq_conv_split(a, part, nparts, &sub, &io, &oo))
 		return 0;
@@ -238,8 +254,16 @@ unsigned int nq_conv_nparts(const struct nq_kernels *k, bool depthwise,
 	if (threads <= 1)
 		return 1;
 	if (!depthwise && k->conv_rows && M >= 256) {
-		most = (M + 5) / 6;
-		n = 4 * (uint64_t)threads;
+		/* Each part composes the weights of its channel block: with
+		 * several blocks, fewer row ranges per block (>= ROWS_MIN rows). */
+		uint64_t cb = rows_cblocks(a), r = (4 * (uint64_t)threads + cb - 1) / cb;
+		uint64_t rmax = M / ROWS_MIN ? M / ROWS_MIN : 1;
+
+		if (r > rmax)
+			r = rmax;
+		if (cb * r < threads)
+			r = (threads + cb - 1) / cb;
+		return (unsigned int)(cb * r);
 	} else if (a->groups == 1) {
 		most = (a->oc + 15) / 16;
 		n = (a->oc + 63) / 64;

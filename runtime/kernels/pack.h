@@ -63,9 +63,11 @@ bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int
  * Run part `part` of `nparts` of a CONV (conv_dw when depthwise, gemm when
  * gemm) on table k with scratch `tile`.  Layers with many output positions
  * per weight (>= 256) are split by positions when the table has
- * conv_rows, since every part would otherwise redo the same activations;
- * others by output channels (nq_conv_split), so each part composes only
- * its own weights.  Either way the bytes do not depend on nparts.
+ * conv_rows, since every part would otherwise redo the same activations
+ * (and, with more than 64 output channels, also into blocks of 64 channels,
+ * so that a part composes only its block's weights); others by output
+ * channels (nq_conv_split), so each part composes only its own weights.
+ * Either way the bytes do not depend on nparts.
  */
 int nq_conv_part(const struct nq_kernels *k, bool depthwise, bool gemm,
 		 const struct nq_conv_args *a, int8_t *tile, unsigned int part,
