@@ -5,3 +5,4 @@ include convert/onnx.mk
 CONVERT_SRCS += convert/quant.c
 CONVERT_SRCS += convert/nest.c
 CONVERT_SRCS += convert/calib.c
+include convert/accuracy.mk
