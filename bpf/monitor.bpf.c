@@ -192,12 +192,18 @@ static __always_inline void deliver(struct nq_mon_event *ev, __u64 mask,
 {
 	for (__u32 slot = 0; slot < NQ_MON_MAX_CLIENTS; slot++) {
 		struct nq_mon_client_stat *cs;
+		/*
+		 * Look up with a copy: a counter whose address goes to a helper
+		 * lives on the stack, and the 6.1/6.12 verifiers then lose its
+		 * bounds and reject the loop as infinite (6.18 accepts it).
+		 */
+		__u32 key = slot;
 		void *ring;
 
 		if (!(mask & (1ULL << slot)))
 			continue;
-		ring = bpf_map_lookup_elem(&clients, &slot);
-		cs = bpf_map_lookup_elem(&client_stat, &slot);
+		ring = bpf_map_lookup_elem(&clients, &key);
+		cs = bpf_map_lookup_elem(&client_stat, &key);
 		if (!ring || !cs)
 			continue;
 		ev->slot = slot;

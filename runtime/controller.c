@@ -376,6 +376,7 @@ int nq_controller_create(const struct nq_controller_opts *o, struct nq_controlle
 	so.psi_path = env_or(o->psi_path, "NQ_PSI_PATH");
 	so.pin_dir = env_or(o->pin_dir, "NQ_MONITOR_PIN_DIR");
 	so.model_path = o->model_path;
+	so.kmod_region_fd = o->kmod_region_fd;
 	so.global = cfg.global;
 	so.psi_some_ns = cfg.psi_some_ns;
 	so.psi_full_ns = cfg.psi_full_ns;

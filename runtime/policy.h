@@ -173,6 +173,7 @@ struct nq_controller_opts {
 	const char *psi_path;		/* else $NQ_PSI_PATH, else as signal.h says */
 	const char *pin_dir;		/* else $NQ_MONITOR_PIN_DIR */
 	const char *model_path;		/* bpf: watch evictions of this file */
+	int kmod_region_fd;		/* kmod: the model's nestquant.ko region (<= 0: none) */
 
 	unsigned int nlevels;		/* 1..NQ_POLICY_MAX_LEVELS */
 	const uint64_t *level_bytes;	/* NULL: unknown */

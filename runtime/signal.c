@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,8 +86,18 @@ static const struct nq_signal_ops none_ops = { none_read, none_close };
 
 /* ---- kmod: purges of the runtime's region ------------------------------------ */
 
+/*
+ * The region's status page, mapped read-only a second time: the purge's
+ * kernel timestamp (taken when the pages were freed) is the event's time.
+ */
+static const struct nq_kmod_status *kmod_status(const struct nq_signal *s)
+{
+	return s->priv;
+}
+
 static int kmod_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max)
 {
+	const struct nq_kmod_status *st = kmod_status(s);
 	struct epoll_event e;
 	int n;
 
@@ -99,6 +111,11 @@ static int kmod_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigne
 		return 0;
 	memset(evs, 0, sizeof(*evs));
 	evs->recv_ns = evs->ktime_ns = nq_monotonic_ns();
+	evs->flags = NQ_PEV_GLOBAL;
+	if (st && __atomic_load_n(&st->purge_time_ns, __ATOMIC_ACQUIRE)) {
+		evs->ktime_ns = __atomic_load_n(&st->purge_time_ns, __ATOMIC_ACQUIRE);
+		evs->flags |= NQ_PEV_KERNEL_TIME;
+	}
 	evs->cause = NQ_CAUSE_KMOD_PURGE;
 	evs->count = 1;
 	evs->cgroup_id = s->cgroup_id;
@@ -107,6 +124,8 @@ static int kmod_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigne
 
 static void kmod_close(struct nq_signal *s)
 {
+	if (s->priv)
+		munmap(s->priv, 4096);
 	if (s->fd >= 0)
 		close(s->fd);
 }
@@ -116,6 +135,8 @@ static const struct nq_signal_ops kmod_ops = { kmod_read, kmod_close };
 int nq_signal_open_kmod(struct nq_signal *s, const struct nq_signal_opts *o)
 {
 	struct epoll_event e = { .events = EPOLLPRI | EPOLLET };
+	struct nq_kmod_info info;
+	void *st;
 	int ep;
 
 	if (access(NQ_KMOD_DEVICE, F_OK))
@@ -135,6 +156,16 @@ int nq_signal_open_kmod(struct nq_signal *s, const struct nq_signal_opts *o)
 	}
 	s->ops = &kmod_ops;
 	s->fd = ep;
+	/* Without the status page events carry user-space time only. */
+	if (sysconf(_SC_PAGESIZE) == 4096 && !ioctl(o->kmod_region_fd, NQ_KMOD_IOC_INFO, &info)) {
+		st = mmap(NULL, 4096, PROT_READ, MAP_SHARED, o->kmod_region_fd,
+			  (off_t)info.status_offset);
+		if (st != MAP_FAILED)
+			s->priv = st;
+		snprintf(s->detail, sizeof(s->detail),
+			 "purges of the model's %llu-byte region, fd %d, pages freed inside reclaim",
+			 (unsigned long long)info.size, o->kmod_region_fd);
+	}
 	return 0;
 }
 

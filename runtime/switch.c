@@ -43,6 +43,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kmod_backing.h"
 #include "model.h"
 #include "nq_error.h"
 #include "residency.h"
@@ -125,6 +126,7 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 			     struct nq_pin *pin)
 {
 	struct nq_switch *sw = m->sw;
+	struct nq_kmod_backing *kb;
 	unsigned int t, degraded = 0;
 	uint64_t e;
 
@@ -138,6 +140,19 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 		atomic_fetch_sub(&sw->active[e & 1][t], 1);
 	}
 	pin->slot = (unsigned int)(e & 1);
+	pin->kmod = 0;
+	kb = __atomic_load_n(&m->kmod, __ATOMIC_ACQUIRE);
+	if (kb) {
+		/* Regions the kernel purged: run below them (level -1), or read
+		 * the file's planes (an explicit level; see nq_session_run_level). */
+		unsigned int run = nq_kmod_pin(kb, t, &pin->kmod);
+
+		if (level < 0 && run < t) {
+			atomic_fetch_add(&sw->active[e & 1][run], 1);
+			atomic_fetch_sub(&sw->active[e & 1][t], 1);
+			t = run;
+		}
+	}
 	pin->level = t;
 	for (uint32_t j = 0; j < sw->layers; j++) {
 		unsigned int c = atomic_load(&sw->cap[j]);
@@ -150,6 +165,8 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 
 void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin)
 {
+	if (pin->kmod)
+		nq_kmod_unpin(m->kmod, pin->kmod);
 	atomic_fetch_sub(&m->sw->active[pin->slot][pin->level], 1);
 }
 
@@ -333,6 +350,8 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	if (kmin != UINT32_MAX) {
 		out->wait_ns = wait_readers(sw, kmin);
 		for (uint32_t k = kmin; k <= kmax; k++) {
+			if (nq_kmod_holds(m->kmod, k))
+				continue;	/* unpinned now: the kernel's to take */
 			for (uint32_t j = 0; j < sw->layers; j++)
 				sel[j] = sw->want[j] < k && k <= sw->prev[j];
 			err = region_extents(sw, k, sel, true, &n);
@@ -355,6 +374,8 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 		if (sw->want[j] > kmax)
 			kmax = sw->want[j];
 	for (uint32_t k = 1; k <= kmax; k++) {
+		if (nq_kmod_holds(m->kmod, k))
+			continue;	/* in a region: refilled below */
 		for (uint32_t j = 0; j < sw->layers; j++)
 			sel[j] = atomic_load(&sw->cap[j]) < k && sw->want[j] >= k;
 		err = region_extents(sw, k, sel, false, &n);
@@ -367,6 +388,9 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 			goto out;
 		out->bytes_read = b;
 	}
+	err = nq_kmod_refill(m, kmax);
+	if (err)
+		goto out;
 	for (uint32_t j = 0; j < sw->layers; j++)
 		if (sw->want[j] > atomic_load(&sw->cap[j]))
 			atomic_store(&sw->cap[j], sw->want[j]);

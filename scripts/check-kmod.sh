@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 O=${O:-build}
 W=$O/kmod
 QEMU_TIMEOUT=${QEMU_TIMEOUT:-180}
+QEMU_CPU=${QEMU_CPU:-}		# guest CPU model (default: qemu64; e.g. max)
 NQ_KMOD_APPEND=${NQ_KMOD_APPEND:-}	# extra guest command line, e.g. NQ_LRU_GEN=0
 mkdir -p "$W"
 
@@ -66,6 +67,35 @@ if ! $CC -static -O2 -g -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -iquote runtime -
 	cat "$W/bin/build.log"
 	say "check-kmod: FAIL: cannot build the guest test programs"
 	exit 1
+fi
+
+# The runtime in the guest: a static program linked with libnestquant.a, a
+# real model (models/resnet-small.onnx converted data-free; the synthetic
+# sample model when the converter is missing) and the outputs of every level
+# computed here with the scalar kernels, which the guest must reproduce.
+runtime_ok=0
+if make --no-print-directory -s O="$O" "$O/libnestquant.a" "$O/nestquant" \
+	>"$W/bin/runtime-build.log" 2>&1 &&
+   $CC -static -O2 -g -std=gnu11 -Wall -Wextra -D_GNU_SOURCE -Iruntime/include -iquote runtime \
+	-o "$W/bin/nq_kmod_runtime" tests/kmod/nq_kmod_runtime.c "$O/libnestquant.a" \
+	-luring -lbpf -lelf -lz -lpthread -lm >>"$W/bin/runtime-build.log" 2>&1; then
+	model=$W/bin/model.nq
+	if [ ! -s "$model" ] || [ models/resnet-small.onnx -nt "$model" ] || [ "$O/nestquant" -nt "$model" ]; then
+		if ! "$O/nestquant" convert models/resnet-small.onnx -o "$model" --calib none \
+			--quiet >>"$W/bin/runtime-build.log" 2>&1; then
+			make --no-print-directory -s O="$O" "$O/tests/tools/write-sample-nq" \
+				>>"$W/bin/runtime-build.log" 2>&1 &&
+				"$O/tests/tools/write-sample-nq" "$model" >>"$W/bin/runtime-build.log" 2>&1
+		fi
+	fi
+	if [ -s "$model" ] && NQ_ISA=scalar "$W/bin/nq_kmod_runtime" expect "$model" \
+		"$W/bin/model.expect" >>"$W/bin/runtime-build.log" 2>&1; then
+		strip -o "$W/bin/nq_kmod_runtime.stripped" "$W/bin/nq_kmod_runtime"
+		runtime_ok=1
+	fi
+fi
+if [ "$runtime_ok" -ne 1 ]; then
+	verdict all FAIL runtime-build "$(tail -n 1 "$W/bin/runtime-build.log")"
 fi
 
 # The ELF inside a bzImage: the payload after the xz (6.1) or zstd (6.12)
@@ -126,11 +156,15 @@ for kver in "$@"; do
 	cp tests/kmod/init "$root/init"
 	cp "$kd/src/kmod/nestquant.ko" "$root/"
 	cp "$W/bin/nq_kmod_test" "$W/bin/nq_pressure" "$root/bin/"
+	if [ "$runtime_ok" -eq 1 ]; then
+		cp "$W/bin/nq_kmod_runtime.stripped" "$root/bin/nq_kmod_runtime"
+		cp "$W/bin/model.nq" "$W/bin/model.expect" "$root/"
+	fi
 	mknod "$root/dev/console" c 5 1 2>/dev/null || true
 	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$kd/initramfs.cpio.gz"
 
 	t0=$(date +%s)
-	timeout "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg -m 256M -smp 1 \
+	timeout "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg ${QEMU_CPU:+-cpu $QEMU_CPU} -m 256M -smp 1 \
 		-kernel "$kd/vmlinux" -initrd "$kd/initramfs.cpio.gz" \
 		-append "console=ttyS0 panic=-1 quiet NQ_REGION_MB=32 $NQ_KMOD_APPEND" \
 		-nographic -no-reboot -nodefaults -serial stdio -monitor none \

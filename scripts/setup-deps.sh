@@ -14,10 +14,11 @@ build="make gcc clang llvm pkg-config libc6-dev libbpf-dev bpftool libelf-dev zl
        liburing-dev protobuf-c-compiler libprotobuf-c-dev libonnx-dev libjpeg62-turbo-dev
        libpng-dev"
 test="check libsubunit-dev libonnx-testdata dataset-fashion-mnist libclang-rt-14-dev
-      gnuplot-nox procps"
+      gnuplot-nox procps jq"
 train="python3 python3-torch python3-torchvision python3-onnx python3-numpy"
 kmod="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static cpio xz-utils zstd"
 cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static"
+demo="dataset-fashion-mnist gnuplot-nox fonts-dejavu-core python3"	# make demo (scripts/demo.sh)
 bench="nodejs npm"	# make bench-infer, only when node/npm are missing (not in "all": nodesource's nodejs conflicts with npm)
 
 [ $# -gt 0 ] || set -- build test
@@ -30,6 +31,7 @@ for g in "$@"; do
 	kmod) want="$want $kmod" ;;
 	cross) want="$want $cross" ;;
 	bench) want="$want $bench" ;;
+	demo) want="$want $demo" ;;
 	kmod-backports) want="$want $kmod" bp=1 ;;	# + bookworm-backports' 6.12 kernel
 	all) want="$want $build $test $train $kmod $cross" ;;
 	*) echo "setup-deps: unknown group '$g' (build test train kmod cross all)" >&2; exit 2 ;;

@@ -5,6 +5,8 @@
  *
  *	nq_pressure SECONDS	step until nestquant.ko purged a region,
  *				then hold the memory SECONDS
+ *	nq_pressure SECONDS kswapd	step only until kswapd woke (for a
+ *				runtime without the module: the BPF path)
  *
  * A fixed "leave N MB free" either stays above the watermarks (no reclaim)
  * or reaches the OOM killer.  Instead: read the zone watermarks from
@@ -172,14 +174,15 @@ int main(int argc, char **argv)
 {
 	uint64_t t0, t_floor = 0, t_wake = 0, t_last_step = 0, t_count = 0, t_purge = 0;
 	long base_runs, base_stalls, base_purges, base_counts, step, held = 0;
-	int hold_s, fd, dev, below_min = 0;
+	int hold_s, fd, dev, below_min = 0, until_wake;
 	struct zones z;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: nq_pressure HOLD_SECONDS\n");
+	if (argc != 2 && !(argc == 3 && !strcmp(argv[2], "kswapd"))) {
+		fprintf(stderr, "usage: nq_pressure HOLD_SECONDS [kswapd]\n");
 		return 2;
 	}
 	hold_s = atoi(argv[1]);
+	until_wake = argc == 3;
 
 	fd = open("/proc/self/oom_score_adj", O_WRONLY);
 	if (fd >= 0) {
@@ -220,6 +223,8 @@ int main(int argc, char **argv)
 			return 1;
 		if (!t_wake && vmstat("pageoutrun") > base_runs)
 			t_wake = now_ns();
+		if (until_wake && t_wake)
+			break;
 		if (!t_count && module_stat(dev, 1) > base_counts)
 			t_count = now_ns();
 		if (module_stat(dev, 0) > base_purges) {
@@ -234,6 +239,8 @@ int main(int argc, char **argv)
 				usleep(2000);
 				continue;
 			}
+			if (until_wake)
+				break;	/* below min only the OOM killer is left */
 			below_min = 1;
 		}
 		if (now_ns() - t0 > 15000000000ull)
