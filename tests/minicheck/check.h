@@ -65,5 +65,8 @@ void mc_fail(const char *file, int line, const char *fmt, ...)
 #define ck_assert_ptr_nonnull(X) ck_assert_msg((X) != NULL, "'%s' is NULL", #X)
 #define ck_assert_str_eq(X, Y) \
 	ck_assert_msg(!strcmp((X), (Y)), "'%s' is \"%s\", expected \"%s\"", #X, (X), (Y))
+#define ck_assert_mem_eq(X, Y, L) \
+	ck_assert_msg(!memcmp((X), (Y), (L)), "'%s' and '%s' differ in their first %zu bytes", \
+		      #X, #Y, (size_t)(L))
 
 #endif
