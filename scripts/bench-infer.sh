@@ -13,7 +13,7 @@
 #   BENCH_OUT      folder for performance.md and bench-infer.json [docs]
 #   BENCH_LABEL    a note printed above the table (e.g. "Smoke run")
 #   BENCH_CACHE    where NAME.onnx and NAME-int8.onnx are [models/cache]
-#   NQ_CONVERT_ARGS  how the .nq files are made [--levels 8,6 --calib none --calib-count 16]
+#   NQ_CONVERT_ARGS  how the .nq files are made [--levels 8,6 --calib none --calib-count 16 --input-scale 1]
 #                  (calibration runs the FP32 executor: 512 samples of ResNet-18
 #                  take ~7 min here, and the timing does not depend on them)
 #   NQ_ISA         forces NestQuant's kernels (scalar, avx2, avx512, ...)
@@ -38,7 +38,7 @@ BENCH_THREADS=${BENCH_THREADS:-2}
 BENCH_GAP_MS=${BENCH_GAP_MS:-10}
 BENCH_OUT=${BENCH_OUT:-docs}
 BENCH_LABEL=${BENCH_LABEL:-}
-NQ_CONVERT_ARGS=${NQ_CONVERT_ARGS:---levels 8,6 --calib none --calib-count 16}
+NQ_CONVERT_ARGS=${NQ_CONVERT_ARGS:---levels 8,6 --calib none --calib-count 16 --input-scale 1}
 MAKE=${MAKE:-make}
 cache=${BENCH_CACHE:-models/cache}
 peer=$O/ort-peer

@@ -9,14 +9,14 @@
 # Knobs: BENCH_MODELS=resnet18,resnet50  BENCH_RUNS=30  BENCH_WARMUP=5
 #        BENCH_THREADS=2  BENCH_GAP_MS=10  BENCH_OUT=docs  BENCH_LABEL="Smoke run"
 #        BENCH_CACHE=models/cache (where NAME.onnx and NAME-int8.onnx are)
-#        NQ_CONVERT_ARGS="--levels 8,6 --calib none --calib-count 16"  NQ_ISA=scalar|avx2|avx512
+#        NQ_CONVERT_ARGS="--levels 8,6 --calib none --calib-count 16 --input-scale 1"  NQ_ISA=scalar|avx2|avx512
 BENCH_RUNS ?= 30
 BENCH_WARMUP ?= 5
 BENCH_THREADS ?= 2
 BENCH_GAP_MS ?= 10
 BENCH_OUT ?= docs
 BENCH_LABEL ?=
-NQ_CONVERT_ARGS ?= --levels 8,6 --calib none --calib-count 16
+NQ_CONVERT_ARGS ?= --levels 8,6 --calib none --calib-count 16 --input-scale 1
 
 .PHONY: bench-infer
 bench-infer: $(NESTQUANT)

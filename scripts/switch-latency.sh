@@ -64,7 +64,7 @@ convert() { # model variant args...
 		return 0
 	fi
 	say "converting $m ($v: $*)"
-	"$NESTQUANT" convert "$cache/$m.onnx" -o "$out" --calib none --calib-count 16 --quiet "$@" ||
+	"$NESTQUANT" convert "$cache/$m.onnx" -o "$out" --calib none --calib-count 16 --input-scale 1 --quiet "$@" ||
 		die "convert $m $v failed"
 	printf '%s' "$stamp" >"$out.stamp"
 }
