@@ -2,7 +2,7 @@
 # Install exactly the Debian packages NestQuant needs, and nothing when they are
 # all present.  Idempotent; safe to run as the first command on a fresh Debian 12.
 #
-#   scripts/setup-deps.sh [GROUP...]     GROUP: build test train kmod cross all
+#   scripts/setup-deps.sh [GROUP...]     GROUP: build test train kmod cross demo bench kmod-backports all
 #                                        (default: build test)
 #
 # Groups keep a build machine from pulling in torch or a kernel image it does not
