@@ -34,7 +34,7 @@ for g in "$@"; do
 	demo) want="$want $demo" ;;
 	kmod-backports) want="$want $kmod" bp=1 ;;	# + bookworm-backports' 6.12 kernel
 	all) want="$want $build $test $train $kmod $cross" ;;
-	*) echo "setup-deps: unknown group '$g' (build test train kmod cross all)" >&2; exit 2 ;;
+	*) echo "setup-deps: unknown group '$g' (build test train kmod cross demo bench kmod-backports all)" >&2; exit 2 ;;
 	esac
 done
 
