@@ -329,10 +329,10 @@ static float sample_bilinear(const struct image *im, float fx, float fy, unsigne
  * round(h * 256 / 224), centre-crop h x w, times `scale` (1/255: [0, 1]).
  * Resizing maps pixel centres (half-pixel offsets, as PIL/torchvision do).
  */
-static void image_to_nchw(const struct image *im, const struct nq_calib_shape *sh, float vscale,
-			  float *out)
+static void image_to_nchw(const struct image *im, const struct nq_calib_shape *sh, unsigned resize,
+			  float vscale, float *out)
 {
-	float target = roundf((float)sh->h * 256.0f / 224.0f);
+	float target = resize ? (float)resize : roundf((float)sh->h * 256.0f / 224.0f);
 	float scale = target / (float)(im->w < im->h ? im->w : im->h);
 	float rw = (float)im->w * scale, rh = (float)im->h * scale;
 	float ox = floorf((rw - (float)sh->w) / 2), oy = floorf((rh - (float)sh->h) / 2);
@@ -358,6 +358,45 @@ static void image_to_nchw(const struct image *im, const struct nq_calib_shape *s
 					     sample_bilinear(im, fx, fy, 2)) / 3.0f;
 				out[((size_t)c * sh->h + y) * sh->w + x] = v * vscale;
 			}
+}
+
+int nq_image_load(const char *path, const struct nq_calib_shape *sh, unsigned resize, float vscale,
+		  float *out)
+{
+	struct image im;
+	bool png = has_ext(path, (const char *const[]){ "png", NULL });
+	int err;
+
+	if (sh->c != 1 && sh->c != 3)
+		return nq_fail(-EINVAL, "%s: images feed 1- or 3-channel inputs; the model has %u",
+			       path, sh->c);
+	err = png ? load_png(path, &im) : load_jpeg(path, &im);
+	if (err)
+		return err;
+	image_to_nchw(&im, sh, resize, vscale, out);
+	free(im.px);
+	return 0;
+}
+
+int nq_image_list(const char *dir, char ***paths, size_t *n)
+{
+	struct file_list fl = { 0 };
+	int err = list_images(dir, &fl, 0);
+
+	if (err) {
+		nq_image_list_free(fl.v, fl.n);
+		return err;
+	}
+	*paths = fl.v;
+	*n = fl.n;
+	return 0;
+}
+
+void nq_image_list_free(char **paths, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(paths[i]);
+	free(paths);
 }
 
 static int folder_inputs(const struct nq_convert_opts *o, const char *dir,
@@ -388,14 +427,10 @@ static int folder_inputs(const struct nq_convert_opts *o, const char *dir,
 		fl.v[j] = t;
 	}
 	for (size_t i = 0; i < fl.n && n < count; i++) {
-		struct image im;
-		bool png = has_ext(fl.v[i], (const char *const[]){ "png", NULL });
-
-		err = png ? load_png(fl.v[i], &im) : load_jpeg(fl.v[i], &im);
+		err = nq_image_load(fl.v[i], sh, 0, nq_convert_input_scale(&o->pre),
+				    x + (size_t)n * per);
 		if (err)
 			goto out;
-		image_to_nchw(&im, sh, nq_convert_input_scale(&o->pre), x + (size_t)n * per);
-		free(im.px);
 		n++;
 	}
 	*n_out = n;

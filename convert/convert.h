@@ -158,6 +158,18 @@ float nq_convert_input_scale(const struct nq_convert_pre *pre);
 int nq_calib_inputs(const struct nq_convert_opts *o, const struct nq_calib_shape *sh,
 		    unsigned count, float **out, unsigned *n_out);
 
+/*
+ * One JPEG/PNG image through the same transform: shorter side resized to
+ * `resize` (0: round(h * 256/224)), bilinear, centre-cropped to h x w, to
+ * sh->c (1 or 3) channels; out gets c * h * w floats NCHW, pixel * vscale.
+ */
+int nq_image_load(const char *path, const struct nq_calib_shape *sh, unsigned resize, float vscale,
+		  float *out);
+
+/* .jpg/.jpeg/.png files below dir, recursively, each folder sorted by name. */
+int nq_image_list(const char *dir, char ***paths, size_t *n);
+void nq_image_list_free(char **paths, size_t n);
+
 /* SHA-256 of a file as 64 hex digits + NUL (sha256.c). */
 int nq_sha256_file(const char *path, char hex[65]);
 

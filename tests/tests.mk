@@ -29,3 +29,4 @@ INTEGRATION_TESTS += tests/integration/switch-cli.sh
 INTEGRATION_TESTS += tests/integration/kernels-model.sh
 CHECK_SUITES += check_kmod_backing
 INTEGRATION_TESTS += tests/integration/demo-smoke.sh
+INTEGRATION_TESTS += tests/integration/eval-folder.sh

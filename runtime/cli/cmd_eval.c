@@ -6,19 +6,27 @@
  * level: exactly what the device computes.  SET is "fashion-mnist" (the test
  * split), an IDX image file (labels: --labels, or the file name with
  * "images-idx3" replaced by "labels-idx1"), or a .npy array of inputs
- * (--labels LABELS.npy required).  IDX images are fed as raw pixel values.
+ * (--labels LABELS.npy required), or an ImageNet-style folder
+ * SET/<class>/<image>.{jpg,jpeg,png} (classes = subfolder names in strcmp order,
+ * labels 0..C-1, as torchvision's ImageFolder).  Images go through the
+ * converter's calibration transform (convert/calib_data.c).  Everything is
+ * fed as raw pixel values; the model's preprocessing record normalises.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "cmd_run.h"
+#include "convert.h"
+#include "nq_error.h"
 #include "dataset.h"
 #include "nestquant.h"
 
@@ -32,15 +40,20 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: nestquant eval MODEL.nq --data SET [--labels PATH] [--level L]\n"
-		"                      [--limit N] [--json]\n\n"
+		"                      [--resize R] [--limit N] [--json]\n\n"
 		"Top-1 and top-5 accuracy of the integer executor over a labelled set.\n\n"
 		"  --data SET      'fashion-mnist' (test split, $NQ_FASHION_MNIST_DIR or\n"
 		"                  /usr/share/datasets/fashion-mnist), an IDX image file\n"
-		"                  (plain or .gz), or a .npy array of raw inputs\n"
+		"                  (plain or .gz), a .npy array of raw inputs, or a folder\n"
+		"                  SET/<class>/*.{jpg,jpeg,png}: classes are the subfolder\n"
+		"                  names in sorted (strcmp) order -> labels 0..C-1\n"
 		"  --labels PATH   labels (IDX or .npy); for IDX images the default is the\n"
 		"                  image file name with images-idx3 -> labels-idx1\n"
 		"  --level L       bit width (e.g. 6, 8), 'full' or 'part' (level 0); default full\n"
 		"  --budget BYTES  graded switching: at most BYTES of planes resident (K/M/G)\n"
+		"  --resize R      folder images: shorter side resized to R (bilinear), then\n"
+		"                  centre-cropped to the model's H x W; default\n"
+		"                  round(H * 256/224), as the converter calibrates\n"
 		"  --limit N       only the first N inputs\n"
 		"  --json          print one JSON object with the summary\n");
 }
@@ -160,6 +173,115 @@ static int load_named(const char *name, size_t item, size_t limit, struct eval_s
 	return 0;
 }
 
+static int by_name(const struct dirent **a, const struct dirent **b)
+{
+	return strcmp((*a)->d_name, (*b)->d_name);
+}
+
+/* Grow e to hold n inputs. */
+static int set_reserve(struct eval_set *e, size_t n)
+{
+	float *x = realloc(e->x, n * e->item * sizeof(float));
+	int64_t *y;
+
+	if (!x)
+		return -ENOMEM;
+	e->x = x;
+	y = realloc(e->labels, n * sizeof(int64_t));
+	if (!y)
+		return -ENOMEM;
+	e->labels = y;
+	return 0;
+}
+
+/* Images of one class folder, labelled `label`, appended to e. */
+static int load_class(const char *dir, int64_t label, const struct nq_model *m,
+		      const struct nq_calib_shape *sh, unsigned resize, size_t limit,
+		      struct eval_set *e)
+{
+	size_t nfiles = 0, plane = (size_t)sh->h * sh->w;
+	char **files = NULL;
+	float *tmp = NULL;
+	int err;
+
+	err = nq_image_list(dir, &files, &nfiles);
+	if (err)
+		goto fail;
+	if (limit && nfiles > limit - e->count)
+		nfiles = limit - e->count;
+	err = set_reserve(e, e->count + nfiles);
+	tmp = malloc(e->item * sizeof(float));
+	if (err || !tmp) {
+		err = nq_fail(-ENOMEM, "%s: out of memory", dir);
+		goto fail;
+	}
+	for (size_t i = 0; i < nfiles; i++) {
+		float *dst = e->x + e->count * e->item;
+
+		err = nq_image_load(files[i], sh, resize, 1.0f, tmp);
+		if (err)
+			goto fail;
+		/* tmp is NCHW; the caller's buffer is in the model's layout. */
+		for (unsigned c = 0; c < sh->c; c++)
+			for (size_t p = 0; p < plane; p++)
+				if (nq_model_input_layout(m) == NQ_INPUT_NHWC)
+					dst[p * sh->c + c] = tmp[c * plane + p];
+				else
+					dst[c * plane + p] = tmp[c * plane + p];
+		e->labels[e->count++] = label;
+	}
+fail:
+	free(tmp);
+	nq_image_list_free(files, nfiles);
+	return err;
+}
+
+static int load_folder(const char *dir, const struct nq_model *m, unsigned resize, size_t limit,
+		       struct eval_set *e)
+{
+	struct dirent **ents = NULL;
+	struct nq_shape shape;
+	struct nq_calib_shape sh;
+	int n, err = 0;
+	int64_t label = 0;
+
+	if (nq_model_input_shape(m, &shape) < 0 || shape.rank != 4) {
+		cli_error("eval", "%s: folders need a model with an [N, C, H, W] input", dir);
+		return -EINVAL;
+	}
+	sh.c = shape.dims[1];
+	sh.h = shape.dims[2];
+	sh.w = shape.dims[3];
+	e->item = nq_model_input_count(m);
+	n = scandir(dir, &ents, NULL, by_name);
+	if (n < 0) {
+		err = -errno;
+		cli_error("eval", "%s: %s", dir, strerror(-err));
+		return err;
+	}
+	for (int i = 0; i < n; i++) {
+		char path[4096];
+		struct stat st;
+
+		if (err || ents[i]->d_name[0] == '.' || (limit && e->count >= limit))
+			goto next;
+		if (snprintf(path, sizeof(path), "%s/%s", dir, ents[i]->d_name) >= (int)sizeof(path) ||
+		    stat(path, &st) || !S_ISDIR(st.st_mode))
+			goto next;
+		err = load_class(path, label++, m, &sh, resize, limit, e);
+		if (err)
+			cli_error("eval", "%s", nq_last_error());
+next:
+		free(ents[i]);
+	}
+	free(ents);
+	if (!err && !e->count) {
+		cli_error("eval", "%s: no class folders with .jpg/.jpeg/.png images", dir);
+		err = -ENOENT;
+	}
+	return err;
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -187,6 +309,8 @@ static int run(int argc, char **argv)
 	struct nq_session *s = NULL;
 	struct eval_set e = { 0 };
 	size_t limit = 0, top1 = 0, top5 = 0, nout;
+	unsigned resize = 0;
+	struct stat st;
 	float *out = NULL;
 	unsigned int level;
 	bool json = false, tty = isatty(2);
@@ -205,7 +329,9 @@ static int run(int argc, char **argv)
 
 			budget = strtoull(argv[++i], &end, 10);
 			budget <<= *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
-		} else if (!strcmp(argv[i], "--limit") && i + 1 < argc)
+		} else if (!strcmp(argv[i], "--resize") && i + 1 < argc)
+			resize = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--limit") && i + 1 < argc)
 			limit = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
@@ -234,7 +360,8 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 	if (!strcmp(data, "fashion-mnist") ? load_named(data, nq_model_input_count(m), limit, &e)
-					   : load_files(data, labels, nq_model_input_count(m), limit, &e))
+	    : !stat(data, &st) && S_ISDIR(st.st_mode) ? load_folder(data, m, resize, limit, &e)
+	    : load_files(data, labels, nq_model_input_count(m), limit, &e))
 		goto out;
 	nout = nq_model_output_count(m);
 	out = malloc(nout * sizeof(*out));
