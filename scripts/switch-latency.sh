@@ -6,6 +6,9 @@
 # interleaved in one process per model (`nestquant switch bench`).
 #
 #   scripts/switch-latency.sh          (normally through make)
+#   scripts/switch-latency.sh pressure  the pressure path of issue 6: kernel
+#            reclaim event -> switched and planes released, BPF vs PSI, under
+#            `nestquant serve` (runs scripts/pressure-latency.sh; root)
 #
 # Environment (make passes them; defaults in brackets):
 #   O              build folder [build]          NESTQUANT  the binary [$O/nestquant]
@@ -32,6 +35,10 @@ set -eu
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+if [ "${1:-}" = pressure ]; then
+	shift
+	exec scripts/pressure-latency.sh "$@"
+fi
 O=${O:-build}
 NESTQUANT=${NESTQUANT:-$O/nestquant}
 SWITCH_MODELS=${SWITCH_MODELS:-resnet18,resnet50,resnet101}
