@@ -34,6 +34,7 @@
 #include "cmd_run.h"
 #include "cmd_serve.h"
 #include "dataset.h"
+#include "model.h"
 #include "nestquant.h"
 #include "nq_error.h"
 #include "serve.h"
@@ -734,6 +735,56 @@ static int start_autoswitch(struct server *srv)
 	return 0;
 }
 
+/*
+ * The model is read in place from its mapped file.  If the file is truncated
+ * while we serve, the next read of a vanished page raises SIGBUS inside a
+ * kernel loop, where nothing can be unwound.  We choose to exit with a clear
+ * message (and remove the socket) rather than die silently: answers computed
+ * from a file that changed under us cannot be trusted anyway.  A file
+ * *replaced* by rename (convert -o, package managers) keeps the old inode
+ * mapped and never gets here.  Only async-signal-safe calls below.
+ */
+#define SERVE_EXIT_MODEL_CHANGED 3
+
+static const uint8_t *bus_base;
+static size_t bus_len;
+static char bus_msg[PATH_MAX + 200];
+static size_t bus_msg_len;
+static char bus_sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	const uint8_t *a = si->si_addr;
+	struct sigaction dfl = { .sa_handler = SIG_DFL };
+
+	(void)uc;
+	if (a >= bus_base && a < bus_base + bus_len) {
+		if (write(STDERR_FILENO, bus_msg, bus_msg_len) < 0)
+			bus_msg_len = 0;
+		unlink(bus_sock);
+		_exit(SERVE_EXIT_MODEL_CHANGED);
+	}
+	/* Not our mapping: the default action on return (the access faults again). */
+	sigaction(sig, &dfl, NULL);
+}
+
+static void catch_model_sigbus(const struct nq_model *m, const char *model, const char *sock)
+{
+	struct sigaction sa = { .sa_sigaction = on_sigbus, .sa_flags = SA_SIGINFO };
+
+	bus_base = nq_file_data(m->file);
+	bus_len = nq_file_size(m->file);
+	snprintf(bus_sock, sizeof(bus_sock), "%s", sock);
+	bus_msg_len = (size_t)snprintf(bus_msg, sizeof(bus_msg),
+		"nestquant serve: %s was truncated or overwritten in place while being served "
+		"(a mapped weight page vanished: SIGBUS); exiting, restart it with an intact file\n",
+		model);
+	if (bus_msg_len >= sizeof(bus_msg))
+		bus_msg_len = sizeof(bus_msg) - 1;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, NULL);
+}
+
 static int run(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -772,6 +823,7 @@ static int run(int argc, char **argv)
 		cli_error("serve", "%s", nq_last_error());
 		goto out;
 	}
+	catch_model_sigbus(srv.m, o.model, srv.path);
 	if (o.level) {
 		unsigned int level;
 
