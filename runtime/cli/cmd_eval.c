@@ -199,14 +199,15 @@ static int load_class(const char *dir, int64_t label, const struct nq_model *m,
 		      const struct nq_calib_shape *sh, unsigned resize, size_t limit,
 		      struct eval_set *e)
 {
-	size_t nfiles = 0, plane = (size_t)sh->h * sh->w;
+	size_t nlisted = 0, nfiles, plane = (size_t)sh->h * sh->w;
 	char **files = NULL;
 	float *tmp = NULL;
 	int err;
 
-	err = nq_image_list(dir, &files, &nfiles);
+	err = nq_image_list(dir, &files, &nlisted);
 	if (err)
 		goto fail;
+	nfiles = nlisted;	/* --limit takes fewer; every listed path is still freed */
 	if (limit && nfiles > limit - e->count)
 		nfiles = limit - e->count;
 	err = set_reserve(e, e->count + nfiles);
@@ -232,7 +233,7 @@ static int load_class(const char *dir, int64_t label, const struct nq_model *m,
 	}
 fail:
 	free(tmp);
-	nq_image_list_free(files, nfiles);
+	nq_image_list_free(files, nlisted);
 	return err;
 }
 
