@@ -117,6 +117,31 @@ static int add_dequantize(struct nq_writer *w, uint32_t from, uint32_t to, const
 	return nq_writer_add_node(w, &nd);
 }
 
+/*
+ * The f32 form of tensor t (for a Softmax input or a graph output): added
+ * once, as a DEQUANTIZE of its u8 form; f32_name NULL keeps the ONNX name.
+ */
+static int ensure_f32(struct conv *cv, struct nq_writer *w, uint32_t *fid, uint32_t *fid32,
+		      int t, const char *f32_name)
+{
+	struct nq_tensor_desc td;
+	char name[600];
+	int id, err;
+
+	if (fid32[t] != NQ_NONE)
+		return 0;
+	err = tensor_desc(cv, t, NQ_TENSOR_F32, f32_name, &td);
+	if (err)
+		return err;
+	id = nq_writer_add_tensor(w, &td);
+	if (id < 0)
+		return id;
+	fid32[t] = (uint32_t)id;
+	snprintf(name, sizeof(name), "dequantize:%s", cv->g.tensors[t].name);
+	err = add_dequantize(w, fid[t], fid32[t], name);
+	return err < 0 ? err : 0;
+}
+
 static int add_layer(struct conv *cv, struct nq_writer *w, struct wlayer *l)
 {
 	const struct nq_node *n = &cv->g.nodes[l->node];
@@ -226,22 +251,10 @@ static int add_graph(struct conv *cv, struct nq_writer *w)
 				continue;
 			if (n->op == NQ_OP_SOFTMAX) {
 				/* Softmax runs in f32: dequantize its input first. */
-				if (fid32[t] == NQ_NONE) {
-					snprintf(name, sizeof(name), "%s:f32", g->tensors[t].name);
-					err = tensor_desc(cv, t, NQ_TENSOR_F32, name, &td);
-					if (err)
-						goto out;
-					id = nq_writer_add_tensor(w, &td);
-					if (id < 0) {
-						err = id;
-						goto out;
-					}
-					fid32[t] = (uint32_t)id;
-					snprintf(name, sizeof(name), "dequantize:%s", g->tensors[t].name);
-					err = add_dequantize(w, fid[t], fid32[t], name);
-					if (err < 0)
-						goto out;
-				}
+				snprintf(name, sizeof(name), "%s:f32", g->tensors[t].name);
+				err = ensure_f32(cv, w, fid, fid32, t, name);
+				if (err)
+					goto out;
 				ins[ni++] = fid32[t];
 			} else {
 				ins[ni++] = fid[t];
@@ -294,21 +307,9 @@ static int add_graph(struct conv *cv, struct nq_writer *w)
 	for (int i = 0; i < g->n_outputs; i++) {
 		int t = g->outputs[i];
 
-		if (fid32[t] == NQ_NONE) {
-			err = tensor_desc(cv, t, NQ_TENSOR_F32, NULL, &td);
-			if (err)
-				goto out;
-			id = nq_writer_add_tensor(w, &td);
-			if (id < 0) {
-				err = id;
-				goto out;
-			}
-			fid32[t] = (uint32_t)id;
-			snprintf(name, sizeof(name), "dequantize:%s", g->tensors[t].name);
-			err = add_dequantize(w, fid[t], fid32[t], name);
-			if (err < 0)
-				goto out;
-		}
+		err = ensure_f32(cv, w, fid, fid32, t, NULL);
+		if (err)
+			goto out;
 		err = nq_writer_add_output(w, fid32[t]);
 		if (err)
 			goto out;
