@@ -19,43 +19,6 @@
 #include "nq_error.h"
 #include "pack.h"
 
-#define NB 32			/* weight rows per block */
-#define COLS_BYTES 65536
-
-struct scratch {
-	int8_t *rows;		/* NB * kp */
-	uint8_t *cols;		/* rows_per_block * kp */
-	int32_t *corr;		/* NB */
-	uint32_t rows_per_block;
-};
-
-static uint32_t block_rows(uint32_t kp)
-{
-	uint32_t rb = COLS_BYTES / kp & ~1u;
-
-	return rb < 2 ? 2 : rb > 256 ? 256 : rb;
-}
-
-static size_t tile_bytes_avx2(uint32_t k, uint32_t oc)
-{
-	uint32_t kp = nq_round_up(k, 16);
-
-	(void)oc;
-	return 64 + (size_t)NB * kp + (size_t)block_rows(kp) * kp + 64 + NB * 4 + 64;
-}
-
-static void scratch_init(struct scratch *s, int8_t *tile, uint32_t kp)
-{
-	uintptr_t p = ((uintptr_t)tile + 63) & ~(uintptr_t)63;
-
-	s->rows = (int8_t *)p;
-	p += (size_t)NB * kp;
-	s->rows_per_block = block_rows(kp);
-	s->cols = (uint8_t *)p;
-	p += ((size_t)s->rows_per_block * kp + 63) & ~(size_t)63;
-	s->corr = (int32_t *)p;
-}
-
 /* ---- weight rows ---- */
 
 /*
@@ -252,14 +215,14 @@ static int conv_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *o
 	const uint32_t G = a->groups, ocpg = a->oc / G, kp = nq_round_up(a->k, 16);
 	const uint64_t M = (uint64_t)a->out.n * a->out.h * a->out.w;
 	const bool direct = nq_conv_is_pointwise(a) && a->k % 16 == 0;
-	struct scratch s;
-	int32_t rowsum[NB];
+	struct nq_widen_scratch s;
+	int32_t rowsum[NQ_WIDEN_NB];
 	int err;
 
-	scratch_init(&s, a->tile, kp);
+	nq_widen_scratch_init(&s, a->tile, kp);
 	for (uint32_t g = 0; g < G; g++)
-	for (uint32_t cb = 0; cb < ocpg; cb += NB) {
-		const uint32_t nc = ocpg - cb < NB ? ocpg - cb : NB, c0 = g * ocpg + cb;
+	for (uint32_t cb = 0; cb < ocpg; cb += NQ_WIDEN_NB) {
+		const uint32_t nc = ocpg - cb < NQ_WIDEN_NB ? ocpg - cb : NQ_WIDEN_NB, c0 = g * ocpg + cb;
 		const uint32_t nc4 = (nc + 3) & ~3u;
 
 		err = unpack_rows(&a->wt, c0, nc, a->k, kp, s.rows, rowsum);
@@ -382,5 +345,5 @@ const struct nq_kernels nq_kernels_avx2 = {
 	.gap = gap_avx2,
 	.eltwise = eltwise_avx2,
 	.quantize = quantize_avx2,
-	.tile_bytes = tile_bytes_avx2,
+	.tile_bytes = nq_widen_tile_bytes,
 };

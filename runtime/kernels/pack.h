@@ -15,6 +15,7 @@
 #define NQ_KERNELS_PACK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kernels.h"
@@ -23,6 +24,50 @@
 static inline uint32_t nq_round_up(uint32_t k, uint32_t m)
 {
 	return (k + m - 1) & ~(m - 1);
+}
+
+/*
+ * Scratch of the kernels that widen to int16 (avx2.c, neon.c), carved out of
+ * the tile the model sizes with nq_widen_tile_bytes: NQ_WIDEN_NB composed
+ * weight rows, a block of im2col rows (about 64 KiB, so it stays in L2) and
+ * the zero-point correction of each weight row.
+ */
+#define NQ_WIDEN_NB 32			/* weight rows per block */
+#define NQ_WIDEN_COLS_BYTES 65536
+
+struct nq_widen_scratch {
+	int8_t *rows;		/* NQ_WIDEN_NB * kp */
+	uint8_t *cols;		/* rows_per_block * kp */
+	int32_t *corr;		/* NQ_WIDEN_NB */
+	uint32_t rows_per_block;
+};
+
+static inline uint32_t nq_widen_block_rows(uint32_t kp)
+{
+	uint32_t rb = NQ_WIDEN_COLS_BYTES / kp & ~1u;
+
+	return rb < 2 ? 2 : rb > 256 ? 256 : rb;
+}
+
+static inline size_t nq_widen_tile_bytes(uint32_t k, uint32_t oc)
+{
+	uint32_t kp = nq_round_up(k, 16);
+
+	(void)oc;
+	return 64 + (size_t)NQ_WIDEN_NB * kp + (size_t)nq_widen_block_rows(kp) * kp + 64 +
+	       NQ_WIDEN_NB * 4 + 64;
+}
+
+static inline void nq_widen_scratch_init(struct nq_widen_scratch *s, int8_t *tile, uint32_t kp)
+{
+	uintptr_t p = ((uintptr_t)tile + 63) & ~(uintptr_t)63;
+
+	s->rows = (int8_t *)p;
+	p += (size_t)NQ_WIDEN_NB * kp;
+	s->rows_per_block = nq_widen_block_rows(kp);
+	s->cols = (uint8_t *)p;
+	p += ((size_t)s->rows_per_block * kp + 63) & ~(size_t)63;
+	s->corr = (int32_t *)p;
 }
 
 /*
