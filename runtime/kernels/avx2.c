@@ -303,47 +303,17 @@ static void add_avx2(const struct nq_add_args *a, const uint8_t *x1, const uint8
 					       &a->rq, a->z3, a->lo, a->hi);
 }
 
-/* The oracle's loops for the ops without an AVX2 version. */
-static int conv_dw_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
-{
-	return nq_kernels_scalar.conv_dw(a, in, out);
-}
-
-static void maxpool_avx2(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.maxpool(a, in, out);
-}
-
-static void avgpool_avx2(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.avgpool(a, in, out);
-}
-
-static void gap_avx2(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.gap(a, in, out);
-}
-
-static void eltwise_avx2(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out, size_t n)
-{
-	nq_kernels_scalar.eltwise(a, in, out, n);
-}
-
-static void quantize_avx2(const struct nq_quant_args *a, const float *in, uint8_t *out)
-{
-	nq_kernels_scalar.quantize(a, in, out);
-}
-
+/* Ops without an AVX2 version yet run the oracle's loops (nq_scalar_*). */
 const struct nq_kernels nq_kernels_avx2 = {
 	.name = "avx2",
 	.conv = conv_avx2,
-	.conv_dw = conv_dw_avx2,
+	.conv_dw = nq_scalar_conv,
 	.gemm = conv_avx2,
 	.add = add_avx2,
-	.maxpool = maxpool_avx2,
-	.avgpool = avgpool_avx2,
-	.gap = gap_avx2,
-	.eltwise = eltwise_avx2,
-	.quantize = quantize_avx2,
+	.maxpool = nq_scalar_maxpool,
+	.avgpool = nq_scalar_avgpool,
+	.gap = nq_scalar_gap,
+	.eltwise = nq_scalar_eltwise,
+	.quantize = nq_scalar_quantize,
 	.tile_bytes = nq_widen_tile_bytes,
 };

@@ -1003,12 +1003,6 @@ static void maxpool_avx512(const struct nq_pool_args *a, const uint8_t *in, uint
 	}
 }
 
-/* Not worth a vector version yet: the oracle's loops. */
-static void avgpool_avx512(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.avgpool(a, in, out);
-}
-
 /*
  * QUANTIZE as the oracle: one f32 multiply, clamp to [-1024, 1024] with NaN
  * going to -1024 (vmaxps returns its second operand when either is NaN),
@@ -1054,7 +1048,7 @@ const struct nq_kernels nq_kernels_avx512 = {
 	.gemm = conv_avx512,
 	.add = add_avx512,
 	.maxpool = maxpool_avx512,
-	.avgpool = avgpool_avx512,
+	.avgpool = nq_scalar_avgpool,	/* not worth a vector version yet */
 	.gap = gap_avx512,
 	.eltwise = eltwise_avx512,
 	.quantize = quantize_avx512,

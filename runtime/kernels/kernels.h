@@ -118,6 +118,17 @@ struct nq_kernels {
 };
 
 extern const struct nq_kernels nq_kernels_scalar;
+
+/*
+ * The oracle's entries by name, for SIMD tables that have no faster version
+ * of an op yet: point the table entry here rather than wrapping it.
+ */
+int nq_scalar_conv(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out);
+void nq_scalar_maxpool(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out);
+void nq_scalar_avgpool(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out);
+void nq_scalar_gap(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out);
+void nq_scalar_eltwise(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out, size_t n);
+void nq_scalar_quantize(const struct nq_quant_args *a, const float *in, uint8_t *out);
 /* SIMD tables (kernels.mk builds the ones for the target architecture) and
  * their cpuid checks (kernels/cpu.c, baseline flags). */
 extern const struct nq_kernels nq_kernels_avx2, nq_kernels_avx512, nq_kernels_neon;

@@ -292,47 +292,17 @@ static void add_neon(const struct nq_add_args *a, const uint8_t *x1, const uint8
 					       &a->rq, a->z3, a->lo, a->hi);
 }
 
-/* The oracle's loops for the ops without a NEON version yet. */
-static int conv_dw_neon(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
-{
-	return nq_kernels_scalar.conv_dw(a, in, out);
-}
-
-static void maxpool_neon(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.maxpool(a, in, out);
-}
-
-static void avgpool_neon(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.avgpool(a, in, out);
-}
-
-static void gap_neon(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out)
-{
-	nq_kernels_scalar.gap(a, in, out);
-}
-
-static void eltwise_neon(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out, size_t n)
-{
-	nq_kernels_scalar.eltwise(a, in, out, n);
-}
-
-static void quantize_neon(const struct nq_quant_args *a, const float *in, uint8_t *out)
-{
-	nq_kernels_scalar.quantize(a, in, out);
-}
-
+/* Ops without a NEON version yet run the oracle's loops (nq_scalar_*). */
 const struct nq_kernels nq_kernels_neon = {
 	.name = "neon",
 	.conv = conv_neon,
-	.conv_dw = conv_dw_neon,
+	.conv_dw = nq_scalar_conv,
 	.gemm = conv_neon,
 	.add = add_neon,
-	.maxpool = maxpool_neon,
-	.avgpool = avgpool_neon,
-	.gap = gap_neon,
-	.eltwise = eltwise_neon,
-	.quantize = quantize_neon,
+	.maxpool = nq_scalar_maxpool,
+	.avgpool = nq_scalar_avgpool,
+	.gap = nq_scalar_gap,
+	.eltwise = nq_scalar_eltwise,
+	.quantize = nq_scalar_quantize,
 	.tile_bytes = nq_widen_tile_bytes,
 };

@@ -40,7 +40,7 @@ int nq_weights_row(const struct nq_weights *wt, uint32_t row, uint32_t start, ui
 	return 0;
 }
 
-static int conv_scalar(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
+int nq_scalar_conv(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
 {
 	const uint32_t ocpg = a->oc / a->groups, cpg = a->cin_per_group;
 	const int64_t H = a->in.h, W = a->in.w;
@@ -113,7 +113,7 @@ static void window(uint32_t o, uint32_t stride, uint32_t pad, uint32_t dil, uint
 	}
 }
 
-static void maxpool_scalar(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
+void nq_scalar_maxpool(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
 {
 	const struct nq_nhwc *I = &a->in, *O = &a->out;
 
@@ -143,7 +143,7 @@ static void maxpool_scalar(const struct nq_pool_args *a, const uint8_t *in, uint
 	}
 }
 
-static void avgpool_scalar(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
+void nq_scalar_avgpool(const struct nq_pool_args *a, const uint8_t *in, uint8_t *out)
 {
 	const struct nq_nhwc *I = &a->in, *O = &a->out;
 
@@ -180,7 +180,7 @@ static void avgpool_scalar(const struct nq_pool_args *a, const uint8_t *in, uint
 	}
 }
 
-static void gap_scalar(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out)
+void nq_scalar_gap(const struct nq_gap_args *a, const uint8_t *in, uint8_t *out)
 {
 	const uint64_t hw = (uint64_t)a->in.h * a->in.w;
 
@@ -195,7 +195,7 @@ static void gap_scalar(const struct nq_gap_args *a, const uint8_t *in, uint8_t *
 		}
 }
 
-static void eltwise_scalar(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out,
+void nq_scalar_eltwise(const struct nq_eltwise_args *a, const uint8_t *in, uint8_t *out,
 			   size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -205,7 +205,7 @@ static void eltwise_scalar(const struct nq_eltwise_args *a, const uint8_t *in, u
 	}
 }
 
-static void quantize_scalar(const struct nq_quant_args *a, const float *in, uint8_t *out)
+void nq_scalar_quantize(const struct nq_quant_args *a, const float *in, uint8_t *out)
 {
 	for (uint32_t n = 0; n < a->n; n++)
 		for (uint32_t c = 0; c < a->c; c++)
@@ -226,14 +226,14 @@ static size_t tile_bytes_scalar(uint32_t k, uint32_t oc)
 
 const struct nq_kernels nq_kernels_scalar = {
 	.name = "scalar",
-	.conv = conv_scalar,
-	.conv_dw = conv_scalar,
-	.gemm = conv_scalar,
+	.conv = nq_scalar_conv,
+	.conv_dw = nq_scalar_conv,
+	.gemm = nq_scalar_conv,
 	.add = add_scalar,
-	.maxpool = maxpool_scalar,
-	.avgpool = avgpool_scalar,
-	.gap = gap_scalar,
-	.eltwise = eltwise_scalar,
-	.quantize = quantize_scalar,
+	.maxpool = nq_scalar_maxpool,
+	.avgpool = nq_scalar_avgpool,
+	.gap = nq_scalar_gap,
+	.eltwise = nq_scalar_eltwise,
+	.quantize = nq_scalar_quantize,
 	.tile_bytes = tile_bytes_scalar,
 };
