@@ -73,20 +73,6 @@ static inline __m256i decode16(const uint8_t *src, uint64_t avail, const struct 
 	return f->is_signed ? _mm256_sra_epi16(v, f->sh) : _mm256_srl_epi16(v, f->sh);
 }
 
-static bool fast_planes(const struct nq_weights *wt)
-{
-	if (wt->plane[0].bits < 1 || wt->plane[0].bits > 8 || !wt->plane[0].is_signed)
-		return false;
-	for (uint32_t l = 1; l <= wt->level; l++) {
-		int d = wt->level_bits[l] - wt->level_bits[l - 1];
-
-		if (wt->plane[l].bits < 1 || wt->plane[l].bits > 8 || d < 1 || d > 7 ||
-		    wt->level_bits[l] > 8 || (!wt->plane[l].is_signed && wt->plane[l].bits == 8))
-			return false;
-	}
-	return true;
-}
-
 /*
  * kernels/pack.h nq_unpack_rows, 16 values at a time, for kp a multiple of
  * 16.  Unusual planes, and rows with a value out of range (so that the
@@ -101,7 +87,7 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 	const __m256i ones = _mm256_set1_epi16(1);
 	const __m256i iota = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 
-	if (!fast_planes(wt))
+	if (!nq_planes_decodable(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
 	for (uint32_t l = 0; l <= wt->level; l++) {
 		int b = wt->level_bits[l];

@@ -174,18 +174,7 @@ static inline __attribute__((always_inline)) void transpose16(__m512i r[16])
 /* Can the VBMI path compose these planes?  (Else the generic unpacker.) */
 static bool fast_planes(const struct nq_weights *wt)
 {
-	if (!__builtin_cpu_supports("avx512vbmi"))
-		return false;
-	if (wt->plane[0].bits < 1 || wt->plane[0].bits > 8 || !wt->plane[0].is_signed)
-		return false;
-	for (uint32_t l = 1; l <= wt->level; l++) {
-		int d = wt->level_bits[l] - wt->level_bits[l - 1];
-
-		if (wt->plane[l].bits < 1 || wt->plane[l].bits > 8 || d < 1 || d > 7 ||
-		    wt->level_bits[l] > 8 || (!wt->plane[l].is_signed && wt->plane[l].bits == 8))
-			return false;
-	}
-	return true;
+	return __builtin_cpu_supports("avx512vbmi") && nq_planes_decodable(wt);
 }
 
 /*

@@ -77,20 +77,6 @@ static inline void decode16(const uint8_t *src, uint64_t avail, const struct fie
 	}
 }
 
-static bool fast_planes(const struct nq_weights *wt)
-{
-	if (wt->plane[0].bits < 1 || wt->plane[0].bits > 8 || !wt->plane[0].is_signed)
-		return false;
-	for (uint32_t l = 1; l <= wt->level; l++) {
-		int d = wt->level_bits[l] - wt->level_bits[l - 1];
-
-		if (wt->plane[l].bits < 1 || wt->plane[l].bits > 8 || d < 1 || d > 7 ||
-		    wt->level_bits[l] > 8 || (!wt->plane[l].is_signed && wt->plane[l].bits == 8))
-			return false;
-	}
-	return true;
-}
-
 /*
  * kernels/pack.h nq_unpack_rows, 16 values at a time, for kp a multiple of
  * 16.  Unusual planes, and rows with a value out of range (so that the
@@ -104,7 +90,7 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
 	const int16x8_t iota0 = vld1q_s16(iota_v), iota1 = vld1q_s16(iota_v + 8);
 
-	if (!fast_planes(wt))
+	if (!nq_planes_decodable(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
 	for (uint32_t l = 0; l <= wt->level; l++) {
 		int b = wt->level_bits[l];

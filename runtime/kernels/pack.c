@@ -275,3 +275,17 @@ unsigned int nq_conv_nparts(const struct nq_kernels *k, bool depthwise,
 	}
 	return (unsigned int)(n < most ? n : most ? most : 1);
 }
+
+bool nq_planes_decodable(const struct nq_weights *wt)
+{
+	if (wt->plane[0].bits < 1 || wt->plane[0].bits > 8 || !wt->plane[0].is_signed)
+		return false;
+	for (uint32_t l = 1; l <= wt->level; l++) {
+		int d = wt->level_bits[l] - wt->level_bits[l - 1];
+
+		if (wt->plane[l].bits < 1 || wt->plane[l].bits > 8 || d < 1 || d > 7 ||
+		    wt->level_bits[l] > 8 || (!wt->plane[l].is_signed && wt->plane[l].bits == 8))
+			return false;
+	}
+	return true;
+}

@@ -87,6 +87,13 @@ int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint3
 void nq_im2col(const struct nq_conv_args *a, const uint8_t *in, uint32_t g, uint64_t p0,
 	       uint32_t np, uint32_t kp, uint8_t *dst);
 
+/*
+ * True when the SIMD field decoders can compose these planes: a signed plane
+ * 0, every plane 1..8 bits (no unsigned 8-bit), each nesting step 1..7 bits
+ * and no level over 8 bits.  Anything else takes nq_unpack_rows.
+ */
+bool nq_planes_decodable(const struct nq_weights *wt);
+
 /* True when position-row p of group g is a plain NHWC pixel row (1x1 kernel,
  * stride 1, no padding, groups == 1, cpg == in.c): A can be read in place. */
 bool nq_conv_is_pointwise(const struct nq_conv_args *a);
