@@ -5,7 +5,9 @@
  * runs the part equal to its index and decrements `pending`.  Waiting is
  * spin-then-sleep on both sides; sleeping uses one mutex and two condition
  * variables, and `gen`/`pending` are re-checked under the mutex, so a wake-up
- * cannot be lost between the check and the wait.
+ * cannot be lost between the check and the wait.  nq_pool_wake(), called as
+ * an inference starts, sets sleeping workers spinning again and keeps them
+ * off the caller's CPU.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -31,6 +33,7 @@ struct worker {
 struct nq_pool {
 	unsigned int threads;
 	_Atomic unsigned int gen;
+	_Atomic unsigned int wake;	/* bumped by nq_pool_wake(): spin again */
 	_Atomic unsigned int pending;
 	_Atomic int stop;
 	nq_pool_fn fn;
@@ -39,6 +42,8 @@ struct nq_pool {
 	pthread_cond_t go;
 	pthread_cond_t done;
 	unsigned int started;		/* workers created */
+	cpu_set_t allowed;		/* the process's CPUs when the pool was made */
+	int caller_cpu;			/* where the caller ran at the last wake, or -1 */
 	struct worker w[];
 };
 
@@ -49,6 +54,31 @@ static inline void cpu_relax(void)
 #elif defined(__aarch64__)
 	__asm__ __volatile__("yield");
 #endif
+}
+
+static uint64_t now_ns(void);
+
+/*
+ * One step of a spin-wait.  Every 64th step also reads the clock and yields
+ * the CPU: when the thread we wait for shares our CPU (a worker woken onto
+ * the caller's CPU, a vCPU taken away by the host), pausing would keep it
+ * off the CPU for the rest of our time slice; sched_yield() lets it run, and
+ * returns at once when nothing else is waiting.  Returns false once the
+ * spin has lasted SPIN_NS, when the caller should sleep instead.
+ */
+static bool spin_step(unsigned int *spins, uint64_t *t0)
+{
+	if ((++*spins & 63) == 0) {
+		uint64_t t = now_ns();
+
+		if (!*t0)
+			*t0 = t;
+		else if (t - *t0 > SPIN_NS)
+			return false;
+		sched_yield();
+	}
+	cpu_relax();
+	return true;
 }
 
 static uint64_t now_ns(void)
@@ -67,25 +97,22 @@ static void *worker_main(void *opaque)
 
 	for (;;) {
 		uint64_t t0 = 0;
-		unsigned int spins = 0;
+		unsigned int spins = 0, woken;
 
-		/* Spin for a while, then sleep until the generation moves. */
+		/* Spin for a while, then sleep until the generation moves or
+		 * nq_pool_wake() says work is coming (then spin again). */
 		while (atomic_load_explicit(&p->gen, memory_order_acquire) == seen &&
 		       !atomic_load_explicit(&p->stop, memory_order_acquire)) {
-			if ((++spins & 63) == 0) {
-				uint64_t t = now_ns();
-
-				if (!t0) {
-					t0 = t;
-				} else if (t - t0 > SPIN_NS) {
-					pthread_mutex_lock(&p->lock);
-					while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop))
-						pthread_cond_wait(&p->go, &p->lock);
-					pthread_mutex_unlock(&p->lock);
-					break;
-				}
+			if (!spin_step(&spins, &t0)) {
+				pthread_mutex_lock(&p->lock);
+				woken = atomic_load(&p->wake);
+				while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop) &&
+				       atomic_load(&p->wake) == woken)
+					pthread_cond_wait(&p->go, &p->lock);
+				pthread_mutex_unlock(&p->lock);
+				spins = 0;
+				t0 = 0;
 			}
-			cpu_relax();
 		}
 		if (atomic_load_explicit(&p->stop, memory_order_acquire))
 			return NULL;
@@ -111,6 +138,9 @@ int nq_pool_create(unsigned int threads, struct nq_pool **out)
 	if (!p)
 		return nq_fail(-ENOMEM, "thread pool: out of memory");
 	p->threads = threads;
+	p->caller_cpu = -1;
+	if (sched_getaffinity(0, sizeof(p->allowed), &p->allowed))
+		CPU_ZERO(&p->allowed);
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->go, NULL);
 	pthread_cond_init(&p->done, NULL);
@@ -150,6 +180,43 @@ unsigned int nq_pool_threads(const struct nq_pool *p)
 	return p ? p->threads : 1;
 }
 
+/*
+ * Keep the workers off the caller's CPU.  A sleeping worker woken by the
+ * caller is placed by the scheduler; in a VM an idle vCPU often looks busy
+ * (vcpu_is_preempted), so the worker lands on the caller's CPU and, being
+ * cache-hot there, stays: the caller then does every part itself while the
+ * worker only queues behind it (measured here: a quarter of the inferences
+ * after an idle gap ran at one-thread speed).  When the caller has moved to
+ * another CPU, the workers' affinity becomes "every CPU of ours but that
+ * one"; the kernel moves them at once.  Nothing is changed when that would
+ * leave no CPU, or when the set cannot be read.
+ */
+static void keep_off_caller_cpu(struct nq_pool *p)
+{
+	int cpu = sched_getcpu();
+	cpu_set_t set;
+
+	if (cpu < 0 || cpu == p->caller_cpu || !CPU_ISSET(cpu, &p->allowed) ||
+	    CPU_COUNT(&p->allowed) < 2)
+		return;
+	p->caller_cpu = cpu;
+	set = p->allowed;
+	CPU_CLR(cpu, &set);
+	for (unsigned int i = 1; i <= p->started; i++)
+		(void)pthread_setaffinity_np(p->w[i].tid, sizeof(set), &set);
+}
+
+void nq_pool_wake(struct nq_pool *p)
+{
+	if (!p || p->threads == 1)
+		return;
+	keep_off_caller_cpu(p);
+	pthread_mutex_lock(&p->lock);
+	atomic_fetch_add(&p->wake, 1);
+	pthread_cond_broadcast(&p->go);
+	pthread_mutex_unlock(&p->lock);
+}
+
 void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg)
 {
 	uint64_t t0 = 0;
@@ -170,20 +237,13 @@ void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg)
 	fn(arg, 0, p->threads);
 
 	while (atomic_load_explicit(&p->pending, memory_order_acquire)) {
-		if ((++spins & 63) == 0) {
-			uint64_t t = now_ns();
-
-			if (!t0) {
-				t0 = t;
-			} else if (t - t0 > SPIN_NS) {
-				pthread_mutex_lock(&p->lock);
-				while (atomic_load(&p->pending))
-					pthread_cond_wait(&p->done, &p->lock);
-				pthread_mutex_unlock(&p->lock);
-				break;
-			}
+		if (!spin_step(&spins, &t0)) {
+			pthread_mutex_lock(&p->lock);
+			while (atomic_load(&p->pending))
+				pthread_cond_wait(&p->done, &p->lock);
+			pthread_mutex_unlock(&p->lock);
+			break;
 		}
-		cpu_relax();
 	}
 }
 

@@ -28,6 +28,14 @@ int nq_pool_create(unsigned int threads, struct nq_pool **out);
 void nq_pool_destroy(struct nq_pool *p);
 unsigned int nq_pool_threads(const struct nq_pool *p);
 
+/*
+ * Work is coming soon (an inference is starting): sleeping workers wake and
+ * spin again.  A worker's wake-up takes the scheduler (and, in a VM, the
+ * host) a while; issued before the input is prepared, it overlaps that work
+ * instead of the first layers, which would otherwise run on fewer threads.
+ */
+void nq_pool_wake(struct nq_pool *p);
+
 /* fn(arg, i, n) for every i in [0, n), n = nq_pool_threads(p). */
 void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg);
 

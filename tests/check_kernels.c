@@ -8,11 +8,15 @@
  * skipped with the reason.  Also the thread pool, the CPU-count rules, and
  * that splitting a layer across any number of threads gives the same bytes.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "kernels/kernels.h"
 #include "kernels/pack.h"
@@ -859,6 +863,78 @@ START_TEST(pool_runs_every_part_once_per_dispatch)
 }
 END_TEST
 
+/* Cpus_allowed_list of every thread of this process but the caller, joined. */
+static int workers_allowed(pid_t self, char *out, size_t size)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	out[0] = 0;
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		char path[300], line[256];
+		FILE *f;
+
+		if (e->d_name[0] == '.' || atoi(e->d_name) == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", e->d_name);
+		f = fopen(path, "re");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (!strncmp(line, "Cpus_allowed_list:", 18)) {
+				strncat(out, line + 18, size - strlen(out) - 1);
+				n++;
+			}
+		fclose(f);
+	}
+	closedir(d);
+	return n;
+}
+
+START_TEST(wake_keeps_workers_off_the_callers_cpu)
+{
+	cpu_set_t all, one;
+	struct nq_pool *pool;
+	static struct count_job j;
+	char lists[1024], want[64];
+	int first = -1;
+
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(all), &all), 0);
+	for (int c = 0; c < CPU_SETSIZE && first < 0; c++)
+		if (CPU_ISSET(c, &all))
+			first = c;
+	if (CPU_COUNT(&all) != 2)
+		NQ_SKIP("needs exactly 2 CPUs to predict the workers' set (this process may use %d)",
+			CPU_COUNT(&all));
+	memset(&j, 0, sizeof(j));
+	ck_assert_int_eq(nq_pool_create(2, &pool), 0);
+	/* Pin the caller only, after the pool took the process's set. */
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	ck_assert_int_eq(sched_getcpu(), first);
+	nq_pool_wake(pool);
+	ck_assert_int_eq(workers_allowed((pid_t)syscall(SYS_gettid), lists, sizeof(lists)), 1);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &all) && c != first)
+			snprintf(want, sizeof(want), "\t%d\n", c);
+	ck_assert_str_eq(lists, want);
+	/* A dispatch after the workers went to sleep still runs every part. */
+	usleep(5000);
+	for (int r = 0; r < 50; r++) {
+		nq_pool_wake(pool);
+		nq_pool_run(pool, count_part, &j);
+	}
+	ck_assert_uint_eq(atomic_load(&j.hits[0]), 50);
+	ck_assert_uint_eq(atomic_load(&j.hits[1]), 50);
+	nq_pool_destroy(pool);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(all), &all), 0);
+}
+END_TEST
+
 START_TEST(thread_count_follows_quota_env_and_api)
 {
 	unsigned int n, cpus = nq_cpus_usable();
@@ -934,6 +1010,7 @@ int main(void)
 	tcase_add_test(tc, any_thread_count_gives_the_same_bytes);
 	tcase_add_loop_test(tc, any_split_gives_the_same_bytes, 0, NISAS);
 	tcase_add_test(tc, pool_runs_every_part_once_per_dispatch);
+	tcase_add_test(tc, wake_keeps_workers_off_the_callers_cpu);
 	tcase_add_test(tc, thread_count_follows_quota_env_and_api);
 	tcase_add_test(tc, isa_selection_honours_nq_isa);
 	suite_add_tcase(s, tc);

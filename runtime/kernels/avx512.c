@@ -43,7 +43,7 @@
 #define MR 6			/* output positions per micro-kernel */
 #define NB 64			/* output channels per panel */
 #define COLS_BYTES 65536	/* im2col block budget */
-#define PF_DIST 4		/* plane prefetch distance, in 64-value chunks */
+#define PF_DIST 24		/* plane prefetch distance, in 64-value chunks */
 #define COLS_ONCE (512 * 1024)	/* im2col a whole layer once when it fits */
 #define MAX_TAPS 64		/* kh * kw of the im2col-free path */
 
@@ -223,6 +223,9 @@ VBMI static bool panel_fast(const struct nq_weights *wt, uint32_t c0, uint32_t n
 				/* 16 rows x planes are too many streams for the
 				 * hardware prefetchers: fetch 4 chunks ahead. */
 				_mm_prefetch((const char *)src + PF_DIST * 8 * p->bits, _MM_HINT_T0);
+				/* The next 16 rows into L2, as in panel_nest8. */
+				if (c0 + 32 <= p->rows)
+					_mm_prefetch((const char *)src + 16 * p->row_stride, _MM_HINT_T1);
 				x = decode64(src, mask64(nb), &f[l]);
 
 				if (l == 0) {
@@ -306,6 +309,11 @@ VBMI static bool panel_nest8(const struct nq_weights *wt, uint32_t c0, uint32_t 
 		f0.shift = _mm512_loadu_si512(shift);
 		f0.mask = _mm512_set1_epi8((char)(0xff << d));
 	}
+	/* The next 16 rows are fetched into L2 while these are decoded, at
+	 * the same offsets: one group's decode ahead of their use. */
+	const bool next = c0 + 32 <= p0->rows;
+	const uint64_t next0 = 16 * p0->row_stride, next1 = two ? 16 * p1->row_stride : 0;
+
 	for (uint32_t i = 0; i < n; i++) {
 		s0[i] = p0->data + (uint64_t)(c0 + i) * p0->row_stride;
 		s1[i] = two ? p1->data + (uint64_t)(c0 + i) * p1->row_stride : NULL;
@@ -324,6 +332,8 @@ VBMI static bool panel_nest8(const struct nq_weights *wt, uint32_t c0, uint32_t 
 				continue;
 			}
 			_mm_prefetch((const char *)s0[i] + PF_DIST * 8 * b0, _MM_HINT_T0);
+			if (next)
+				_mm_prefetch((const char *)s0[i] + next0, _MM_HINT_T1);
 			x0 = _mm512_permutexvar_epi8(f0.perm, _mm512_maskz_loadu_epi8(m0, s0[i]));
 			x0 = _mm512_maskz_multishift_epi64_epi8(valid, f0.shift, x0);
 			s0[i] += 8 * b0;
@@ -335,6 +345,8 @@ VBMI static bool panel_nest8(const struct nq_weights *wt, uint32_t c0, uint32_t 
 			}
 			x0 = _mm512_and_si512(x0, f0.mask);
 			_mm_prefetch((const char *)s1[i] + PF_DIST * 8 * b1, _MM_HINT_T0);
+			if (next)
+				_mm_prefetch((const char *)s1[i] + next1, _MM_HINT_T1);
 			x1 = _mm512_permutexvar_epi8(f1.perm, _mm512_maskz_loadu_epi8(m1, s1[i]));
 			x1 = _mm512_maskz_multishift_epi64_epi8(valid, f1.shift, x1);
 			x1 = _mm512_ternarylogic_epi32(x1, f1.mask, f1.sign, 0x6a);

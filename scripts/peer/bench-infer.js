@@ -15,10 +15,10 @@
  * ONNX Runtime runs in this process; NestQuant in a `nestquant bench --serve`
  * child that times each run itself (CLOCK_MONOTONIC around
  * nq_session_run_level) and reports the times, so the pipe is never timed.
- * Runs are interleaved: every round runs each engine once, in an order that
- * rotates from round to round, with a short idle gap between turns so a
- * thread pool still spinning from one engine does not steal the cores of the
- * next.  The machine is shared and noisy; interleaving makes the noise hit
+ * Runs are interleaved: every round runs each engine once, the rounds going
+ * through all 24 orders of the four engines, and each turn starts only after
+ * an idle gap and once this process has gone quiet (quiesce()), so a thread
+ * pool still spinning from one engine does not steal the cores of the next.  The machine is shared and noisy; interleaving makes the noise hit
  * every engine alike, which is why the ratios are what we report.
  *
  * Output: a JSON file with every sample, and the "Inference" section of
@@ -100,6 +100,45 @@ function parseArgs(argv) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/*
+ * Every order of the four engines, one per round in turn.  A plain rotation
+ * keeps the cyclic order, so each engine would always start right after the
+ * same other engine and inherit whatever that one leaves running; cycling
+ * through all 24 orders gives every engine every predecessor equally often.
+ */
+function permutations(xs) {
+	if (xs.length <= 1)
+		return [xs.slice()];
+	const out = [];
+	xs.forEach((x, i) => {
+		for (const p of permutations(xs.filter((_, j) => j !== i)))
+			out.push([x, ...p]);
+	});
+	return out;
+}
+const ORDERS = permutations(ENGINES);
+
+/*
+ * Wait until this process (ONNX Runtime's threads live here) has gone
+ * idle.  ORT's intra-op workers spin for a while after a run: measured here,
+ * about 1.2 cores for some 40 ms after a ResNet-18 INT8 run, which is what a
+ * fixed short gap hands to the next engine.  Poll in 5 ms slices until one
+ * uses under 0.1 core, at most 1 s; returns the milliseconds waited.
+ */
+async function quiesce() {
+	const t0 = process.hrtime.bigint();
+	for (let i = 0; i < 200; i++) {
+		const c0 = process.cpuUsage();
+		const w0 = process.hrtime.bigint();
+		await sleep(5);
+		const c = process.cpuUsage(c0);
+		const wall = Number(process.hrtime.bigint() - w0) / 1e3;
+		if ((c.user + c.system) / wall < 0.1)
+			break;
+	}
+	return Number(process.hrtime.bigint() - t0) / 1e6;
+}
 
 /* ---- statistics (the same definitions as `nestquant bench`) ---- */
 
@@ -293,10 +332,14 @@ async function benchModel(ort, a, name, log) {
 		agreement[e] = compare(outs.ort_fp32, outs[e]);
 
 	const samples = Object.fromEntries(ENGINES.map((e) => [e, []]));
+	const quiet = [];
 	for (let r = 0; r < a.warmup + a.runs; r++) {
+		const order = ORDERS[r % ORDERS.length];
+
 		for (let j = 0; j < ENGINES.length; j++) {
-			const e = ENGINES[(r + j) % ENGINES.length];
+			const e = order[j];
 			await sleep(a.gapMs);
+			quiet.push(await quiesce());
 			const t = await turn(e, 1, r >= a.warmup);
 			if (r >= a.warmup)
 				samples[e].push(...t);
@@ -335,6 +378,7 @@ async function benchModel(ort, a, name, log) {
 		levels: { nq_full: lv[lv.length - 1].bits, nq_part: lv[0].bits },
 		engines: Object.fromEntries(ENGINES.map((e) => [e, { ...st[e], samples_ms: samples[e] }])),
 		ratios, paired_ratios: pairedRatios, targets, agreement,
+		quiesce_ms: { median: median(quiet), max: Math.max(...quiet) },
 	};
 }
 
@@ -426,9 +470,14 @@ function markdown(res) {
 	L.push('');
 	L.push('**Method.** Batch 1, one fixed 1×3×224×224 input (uniform [0, 1)) given to every ' +
 	       `engine. ${s.warmup} warm-up rounds, then ${s.runs} timed rounds; each round runs ` +
-	       'every engine once, in an order that rotates from round to round, with ' +
-	       `${s.gap_ms} ms idle between turns (ORT keeps its default spinning thread pool; the ` +
-	       'gap lets it park before the next engine starts). Times are medians; ORT is timed ' +
+	       'every engine once, the rounds cycling through all 24 orders of the four engines ' +
+	       '(so each engine follows each other one equally often). Before every turn: ' +
+	       `${s.gap_ms} ms idle, then a wait until the node process (ORT's threads) uses under ` +
+	       '0.1 core over 5 ms — ORT keeps its default spinning thread pool, whose workers ' +
+	       'spin for about 40 ms after a run, and the next engine must not start beside them ' +
+	       `(extra wait, median over turns: ${res.models.map((x) => `${x.name} ` +
+	       `${f2(x.quiesce_ms ? x.quiesce_ms.median : 0)} ms`).join(', ')}). ` +
+	       'Times are medians; ORT is timed ' +
 	       'around ' +
 	       '`await session.run()` in node, NestQuant around `nq_session_run_level()` in C ' +
 	       '(CLOCK_MONOTONIC). Ratios are of medians; the median of the per-round ratios is ' +
