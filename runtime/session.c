@@ -361,6 +361,7 @@ static int run_one(struct nq_session *s, const float *input, float *output)
 	const struct nq_xtensor *O = &m->t[m->output];
 	int err;
 
+	nq_pool_wake(s->pool);
 	preprocess(s, input);
 	for (uint32_t i = 0; i < m->n_nodes; i++) {
 		err = run_node(s, &m->nodes[i]);
