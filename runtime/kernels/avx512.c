@@ -43,7 +43,7 @@
 #define MR 6			/* output positions per micro-kernel */
 #define NB 64			/* output channels per panel */
 #define COLS_BYTES 65536	/* im2col block budget */
-#define PF_DIST 24		/* plane prefetch distance, in 64-value chunks */
+#define PF_DIST 4		/* plane prefetch distance, in 64-value chunks */
 #define COLS_ONCE (512 * 1024)	/* im2col a whole layer once when it fits */
 #define MAX_TAPS 64		/* kh * kw of the im2col-free path */
 
