@@ -151,6 +151,7 @@ static int do_switch(struct nq_controller *c, const struct nq_policy_decision *d
 	c->cur = *d;
 	c->in_flight = true;
 	c->released = 0;
+	c->cur.wait_ns = 0;
 	err = c->fn ? c->fn(c->ctx, d->to) : 0;
 	if (err == NQ_SWITCH_PENDING)
 		return 1;
@@ -175,7 +176,24 @@ static void arm(struct nq_controller *c, uint64_t now)
 	timerfd_settime(c->tfd, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
-static int on_signal(struct nq_controller *c)
+/* The signal source changed (lost, fell back, re-attached) or its cgroup went. */
+static void log_notices(struct nq_controller *c)
+{
+	char esc[2048], line[2304];
+	const char *msg;
+	int n;
+
+	while ((msg = nq_signal_notice(c->sig))) {
+		json_escape(esc, sizeof(esc), msg);
+		n = snprintf(line, sizeof(line), "{\"event\":\"source\",\"pid\":%d,\"time_ns\":%"
+			     PRIu64 ",\"source\":\"%s\",\"message\":\"%s\"}\n", (int)getpid(),
+			     nq_monotonic_ns(), nq_signal_kind_name(nq_signal_kind(c->sig)), esc);
+		if (n > 0 && (size_t)n < sizeof(line))
+			log_line(c, line, n);
+	}
+}
+
+static int on_signal(struct nq_controller *c, uint64_t woke)
 {
 	struct nq_pressure_event evs[BATCH];
 	struct nq_policy_decision d;
@@ -185,18 +203,29 @@ static int on_signal(struct nq_controller *c)
 
 	do {
 		n = nq_signal_read(c->sig, evs, BATCH);
+		log_notices(c);
 		if (n < 0)
 			return n;
 		for (int i = 0; i < n; i++) {
-			uint64_t now = nq_monotonic_ns();
+			uint64_t now;
 
-			if (!sampled) {
+			/*
+			 * Usage only when this event can make a decision: under
+			 * sustained pressure the cgroup reclaims hundreds of times
+			 * a second, and at level 0 or mid-switch every event would
+			 * otherwise cost a read of memory.stat (slow in v1, and on
+			 * this thread's real-time priority: it delayed inferences).
+			 */
+			if (!sampled && c->pol.level > 0 && !c->pol.switching) {
 				usage = sample_usage(c);
 				sampled = true;
 			}
+			now = nq_monotonic_ns();
 			/* While a switch is in flight the policy only records pressure. */
-			if (nq_policy_event(&c->pol, &evs[i], usage, now, &d) == 1)
+			if (nq_policy_event(&c->pol, &evs[i], usage, now, &d) == 1) {
+				d.woke_ns = woke;
 				decided += do_switch(c, &d);
+			}
 		}
 	} while (n == BATCH);
 	return decided;
@@ -218,13 +247,14 @@ static int on_timer(struct nq_controller *c)
 
 int nq_controller_dispatch(struct nq_controller *c)
 {
+	uint64_t woke = nq_monotonic_ns();
 	struct epoll_event e[4];
 	int n, decided = 0, err = 0;
 
 	pthread_mutex_lock(&c->lock);
 	n = epoll_wait(c->ep, e, 4, 0);
 	for (int i = 0; i < n && err >= 0; i++) {
-		err = e[i].data.u32 == TAG_SIGNAL ? on_signal(c) : on_timer(c);
+		err = e[i].data.u32 == TAG_SIGNAL ? on_signal(c, woke) : on_timer(c);
 		if (err > 0)
 			decided += err;
 	}
@@ -267,6 +297,11 @@ int nq_controller_switch_done(struct nq_controller *c, unsigned int level,
 void nq_controller_report_released(struct nq_controller *c, uint64_t bytes)
 {
 	c->released = bytes;
+}
+
+void nq_controller_report_wait(struct nq_controller *c, uint64_t wait_ns)
+{
+	c->cur.wait_ns = wait_ns;
 }
 
 const char *nq_controller_source(const struct nq_controller *c)

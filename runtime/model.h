@@ -117,12 +117,16 @@ int nq_arena_plan(struct nq_arena_item *items, uint32_t n, uint64_t align, uint6
 struct nq_pin {
 	unsigned int slot, level;
 	unsigned int kmod;			/* levels pinned in nestquant.ko regions (bit k) */
+	uint64_t drops;				/* drops seen (nq_switch_withdrawn) */
 };
 int nq_switch_init(struct nq_model *m, const struct nq_model_opts *opts, unsigned int level);
 void nq_switch_fini(struct nq_model *m);
 unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level,
 			     struct nq_pin *pin);
 void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin);
+/* Between nodes of an inference entered with level -1: true when a drop
+ * unpublished a plane layer_level[] runs with (leave, enter, start over). */
+bool nq_switch_withdrawn(struct nq_model *m, struct nq_pin *pin, const uint8_t *layer_level);
 unsigned int nq_switch_layer_cap(const struct nq_model *m, uint32_t layer);
 
 /* Tests: fn(arg, mapping base, extents, n) runs after every drop, with the
@@ -135,6 +139,12 @@ void nq_switch_set_drop_hook(struct nq_model *m, nq_switch_hook_fn fn, void *arg
 /* Run with every weight layer at its own level (session.c; tests' oracle). */
 int nq_session_run_layers(struct nq_session *s, const uint8_t *layer_level, const float *input,
 			  float *output);
+
+/* Inferences of s started over at a lower level after a drop (session.c). */
+uint64_t nq_session_withdrawn(const struct nq_session *s);
+/* Tests: fn(arg, node, layer_level) runs before every node of s's inferences. */
+typedef void (*nq_node_hook_fn)(void *arg, uint32_t node, const uint8_t *layer_level);
+void nq_session_set_node_hook(struct nq_session *s, nq_node_hook_fn fn, void *arg);
 
 /* Offset of the element at logical linear index i (row-major over dims). */
 static inline uint64_t nq_xtensor_phys(const struct nq_xtensor *t, uint64_t i)

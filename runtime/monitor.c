@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <linux/magic.h>
 #include <signal.h>
@@ -53,6 +54,7 @@ struct nq_monitor {
 	int slot;
 	unsigned int flags;
 	int ring_fd;
+	ino_t ring_ino;		/* of our ring's pin, to tell a reload from ours */
 	struct ring_buffer *rb;
 	nq_monitor_cb cb;
 	void *cb_ctx;
@@ -354,6 +356,12 @@ int nq_monitor_open(const char *pin_dir, unsigned int flags, struct nq_monitor *
 		err = access_error(-errno, m->p.dir, path);
 		goto err_release;
 	}
+	{
+		struct stat sb;
+
+		if (!fstatat(m->p.dirfd, name, &sb, 0))
+			m->ring_ino = sb.st_ino;
+	}
 	/* A dead previous owner may have left records: drop them unread. */
 	m->rb = ring_buffer__new(m->ring_fd, discard_event, m, NULL);
 	if (!m->rb) {
@@ -413,6 +421,38 @@ void nq_monitor_close(struct nq_monitor *m)
 	close(m->ring_fd);
 	pins_close(&m->p);
 	free(m);
+}
+
+/*
+ * `nestquant monitor unload` removes the pins; a client keeps its map fds,
+ * so the maps live on, but the links go with their pins and the programs
+ * detach: the ring simply stays empty.  Nothing in the kernel tells the
+ * client, so look at the pins themselves, relative to the directory fd
+ * taken at open (unload removes that directory: lookups in it then fail
+ * even when a new monitor was loaded under the same name meanwhile).
+ */
+int nq_monitor_check(const struct nq_monitor *m)
+{
+	char name[64];
+	struct stat sb;
+	int links = 0;
+
+	nq_mon_ring_name(name, sizeof(name), m->slot);
+	if (fstatat(m->p.dirfd, name, &sb, 0))
+		return nq_fail(errno == ENOENT ? -ENOENT : -errno, "pin %s/%s %s", m->p.dir, name,
+			       errno == ENOENT ? "is gone" :
+			       strerror(errno));
+	if (m->ring_ino && sb.st_ino != m->ring_ino)
+		return nq_fail(-ESTALE, "pin %s/%s is a new one: the monitor was unloaded and "
+			       "loaded again", m->p.dir, name);
+	for (int i = 0; nq_mon_prog_names[i]; i++) {
+		nq_mon_link_name(name, sizeof(name), nq_mon_prog_names[i]);
+		links += !fstatat(m->p.dirfd, name, &sb, 0);
+	}
+	if (!links)
+		return nq_fail(-ENOLINK, "no program link is pinned in %s any more: the "
+			       "programs are detached", m->p.dir);
+	return 0;
 }
 
 int nq_monitor_fd(const struct nq_monitor *m)
@@ -592,6 +632,16 @@ int nq_monitor_unwatch_cgroup(struct nq_monitor *m, const char *path)
 			  0, false);
 }
 
+int nq_monitor_unwatch_cgroup_id(struct nq_monitor *m, uint64_t id)
+{
+	char what[48];
+	__u64 key = id;
+
+	snprintf(what, sizeof(what), "cgroup id %" PRIu64, id);
+	return edit_watch(&m->p, m->p.cgroup_cfg, m->p.cgroup_stat, &key, what, 1ull << m->slot,
+			  0, 0, false);
+}
+
 int nq_monitor_watch_file(struct nq_monitor *m, const char *path, uint64_t min_interval_ns)
 {
 	struct nq_mon_file_key key;
@@ -629,6 +679,23 @@ int nq_monitor_persist_cgroup(const char *pin_dir, const char *path, uint64_t mi
 		return err;
 	err = edit_watch(&p, p.cgroup_cfg, p.cgroup_stat, &id, path, 0, NQ_MON_CGF_PERSIST,
 			 min_interval_ns, on);
+	pins_close(&p);
+	return err;
+}
+
+int nq_monitor_forget_cgroup(const char *pin_dir, uint64_t id)
+{
+	char what[48];
+	struct pins p;
+	__u64 key = id;
+	int err;
+
+	snprintf(what, sizeof(what), "cgroup id %" PRIu64, id);
+	err = pins_open(&p, pin_dir);
+	if (err)
+		return err;
+	err = edit_watch(&p, p.cgroup_cfg, p.cgroup_stat, &key, what, 0, NQ_MON_CGF_PERSIST, 0,
+			 false);
 	pins_close(&p);
 	return err;
 }

@@ -80,10 +80,24 @@ int nq_monitor_open(const char *pin_dir, unsigned int flags, struct nq_monitor *
  */
 int nq_monitor_watch_cgroup(struct nq_monitor *m, const char *path, uint64_t min_interval_ns);
 int nq_monitor_unwatch_cgroup(struct nq_monitor *m, const char *path);
+/* The same by kernel id, for a cgroup whose directory is already gone. */
+int nq_monitor_unwatch_cgroup_id(struct nq_monitor *m, uint64_t id);
 
 /* Subscribe to page-cache evictions of a file (its device and inode). */
 int nq_monitor_watch_file(struct nq_monitor *m, const char *path, uint64_t min_interval_ns);
 int nq_monitor_unwatch_file(struct nq_monitor *m, const char *path);
+
+/*
+ * Is the monitor this client reads still loaded?  Unloading removes the
+ * pins and detaches the programs, but a client's map fds keep the maps (and
+ * its ring) alive, so the ring just stays silent: the kernel tells nobody.
+ * This looks at the pins (a few fstatat() calls, cheap enough every
+ * second): 0 while our ring and a program link are pinned; -ENOENT when
+ * the monitor was unloaded, -ESTALE when it was unloaded and loaded again
+ * (reopen to get the new one), -ENOLINK when the programs are detached;
+ * the detail is in nq_last_error().
+ */
+int nq_monitor_check(const struct nq_monitor *m);
 
 /* An fd that becomes readable when events are waiting (an epoll fd). */
 int nq_monitor_fd(const struct nq_monitor *m);
@@ -117,6 +131,12 @@ int nq_monitor_persist_cgroup(const char *pin_dir, const char *path, uint64_t mi
 			      bool on);
 int nq_monitor_persist_file(const char *pin_dir, const char *path, uint64_t min_interval_ns,
 			    bool on);
+/*
+ * Drop the operator's watch of a cgroup by kernel id, for when its directory
+ * was removed before it could be unwatched by path.  -ENOENT when not
+ * watched.  Clients' own subscriptions are kept.
+ */
+int nq_monitor_forget_cgroup(const char *pin_dir, uint64_t id);
 
 struct nq_monitor_status_client {
 	__u32 slot, pid, uid, flags;

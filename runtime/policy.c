@@ -29,6 +29,7 @@ void nq_policy_cfg_default(struct nq_policy_cfg *cfg)
 	cfg->psi_some_ns = NQ_PSI_DEFAULT_SOME_NS;
 	cfg->psi_full_ns = NQ_PSI_DEFAULT_FULL_NS;
 	cfg->psi_window_ns = NQ_PSI_DEFAULT_WINDOW_NS;
+	cfg->rt_priority = 1;
 }
 
 /* A decimal number with an optional fraction; returns the end or NULL. */
@@ -185,6 +186,15 @@ static int apply(struct nq_policy_cfg *c, const char *key, const char *val)
 		c->global = val[0] == '1';
 		return 0;
 	}
+	if (!strcmp(key, "rt_priority")) {
+		char *end;
+		unsigned long v = strtoul(val, &end, 10);
+
+		if (end == val || *end || v > 99)
+			return -EINVAL;
+		c->rt_priority = (unsigned int)v;
+		return 0;
+	}
 	if (!strcmp(key, "signal")) {
 		if (nq_signal_parse_kind(val, &kind))
 			return -EINVAL;
@@ -227,7 +237,7 @@ int nq_policy_cfg_parse(struct nq_policy_cfg *cfg, const char *text)
 		if (err == -ENOENT)
 			return nq_fail(-EINVAL, "line %u: unknown key '%s' (high, low, hold, "
 					"min_interval, step, global, sample, psi_some, psi_full, "
-					"psi_window, signal)", lineno, key);
+					"psi_window, signal, rt_priority)", lineno, key);
 		if (err)
 			return nq_fail(-EINVAL, "line %u: bad value '%s' for %s", lineno, val, key);
 	}
@@ -482,7 +492,7 @@ uint64_t nq_policy_deadline(const struct nq_policy *p)
 int nq_policy_format(char *buf, size_t len, const struct nq_policy_decision *d,
 		     const char *source, uint64_t done_ns, uint64_t bytes_released, int err)
 {
-	char lim[32], tail[160];
+	char lim[32], tail[256];
 	int n;
 
 	if (d->limit == NQ_POLICY_UNLIMITED)
@@ -497,6 +507,12 @@ int nq_policy_format(char *buf, size_t len, const struct nq_policy_decision *d,
 			 ",\"onset_to_done_ns\":%" PRIu64 ",\"bytes_released\":%" PRIu64,
 			 done_ns, done_ns - d->decided_ns,
 			 done_ns >= d->event_ns ? done_ns - d->event_ns : 0, bytes_released);
+	if (!err && d->woke_ns) {
+		size_t o = strlen(tail);
+
+		snprintf(tail + o, sizeof(tail) - o, ",\"woke_ns\":%" PRIu64 ",\"wait_ns\":%" PRIu64,
+			 d->woke_ns, d->wait_ns);
+	}
 	n = snprintf(buf, len,
 		     "{\"event\":\"switch\",\"seq\":%" PRIu64 ",\"source\":\"%s\",\"cause\":\"%s\","
 		     "\"direction\":\"%s\",\"from\":%u,\"to\":%u,\"event_ns\":%" PRIu64

@@ -59,6 +59,8 @@ enum nq_policy_step {
  *   psi_full = 0          PSI trigger: "full" stall per window (0: off)
  *   psi_window = 1s       PSI window (unprivileged: a multiple of 2 s)
  *   signal = auto         bpf|kmod|psi|auto|none ($NQ_SIGNAL overrides)
+ *   rt_priority = 1       SCHED_FIFO priority of the switching thread, where
+ *                         allowed (CAP_SYS_NICE or RLIMIT_RTPRIO); 0: normal
  */
 struct nq_policy_cfg {
 	uint64_t high_bytes, low_bytes;		/* absolute, when non-zero */
@@ -70,6 +72,7 @@ struct nq_policy_cfg {
 	bool global;
 	uint64_t psi_some_ns, psi_full_ns, psi_window_ns;
 	char signal[16];			/* "" = not set */
+	unsigned int rt_priority;		/* 0: SCHED_OTHER */
 };
 
 void nq_policy_cfg_default(struct nq_policy_cfg *cfg);
@@ -90,6 +93,9 @@ struct nq_policy_decision {
 	uint64_t event_ns;		/* triggering event's time (kernel stamp if any) */
 	uint64_t decided_ns;
 	uint64_t usage, limit;		/* at decision time; NQ_POLICY_UNLIMITED: none */
+	/* Filled by the controller for the log (0: not measured). */
+	uint64_t woke_ns;		/* its thread woke up for the triggering event */
+	uint64_t wait_ns;		/* the switch waited for inferences */
 };
 
 struct nq_policy {
@@ -206,6 +212,8 @@ int nq_controller_switch_done(struct nq_controller *c, unsigned int level,
 			      uint64_t bytes_released);
 /* From inside a synchronous switch_to: the bytes the switch released. */
 void nq_controller_report_released(struct nq_controller *c, uint64_t bytes);
+/* ... and how long it waited for running inferences (the log's wait_ns). */
+void nq_controller_report_wait(struct nq_controller *c, uint64_t wait_ns);
 
 const char *nq_controller_source(const struct nq_controller *c);	/* "bpf" ... */
 const char *nq_controller_selection(const struct nq_controller *c);

@@ -108,14 +108,43 @@ struct nq_signal;
  */
 int nq_signal_open(const struct nq_signal_opts *opts, struct nq_signal **out);
 
-/* Readable (EPOLLIN) when events are waiting; -1 for the none source. */
+/*
+ * Readable (EPOLLIN) when events are waiting or the source wants to check
+ * itself; -1 for the none source.  The fd stays the same for the life of
+ * the nq_signal even when the active source changes underneath (see
+ * nq_signal_read).
+ */
 int nq_signal_fd(const struct nq_signal *s);
 
 /*
  * Move up to max waiting events into evs without blocking; returns how many
  * (0 when none).  Call until it returns less than max to drain.
+ *
+ * Each call also runs the periodic checks (every NQ_SIGNAL_CHECK_NS, driven
+ * by a timer inside the fd): the bpf source checks that the monitor is
+ * still loaded (nq_monitor_check), every source that its memory cgroup
+ * still exists.  A source that is gone or fails to read is replaced: under
+ * auto by the next one in kmod > bpf > psi order (and the bpf source again
+ * once the monitor is back), under an explicit kind by nothing until the
+ * same kind can be opened again: the runtime keeps serving at its level
+ * and only usage watermarks can move it.  Every such change leaves a line
+ * for nq_signal_notice().  Errors of the sources therefore never reach the
+ * caller; a negative return means the fd itself failed.
  */
 int nq_signal_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max);
+
+#define NQ_SIGNAL_CHECK_NS	500000000ull
+
+/*
+ * The next line for the operator's log about a change of source or of the
+ * watched cgroup ("BPF monitor unloaded (...); falling back to PSI (...)"),
+ * oldest first, or NULL when there is none.  The text stays valid until
+ * the next call.  Call after nq_signal_read().
+ */
+const char *nq_signal_notice(struct nq_signal *s);
+
+/* true once the watched memory cgroup's directory has been removed. */
+bool nq_signal_cgroup_gone(const struct nq_signal *s);
 
 enum nq_signal_kind nq_signal_kind(const struct nq_signal *s);
 
@@ -146,20 +175,43 @@ uint64_t nq_monotonic_ns(void);
 struct nq_signal_ops {
 	int (*read)(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max);
 	void (*close)(struct nq_signal *s);
+	/* Optional: 0 while the source still works, -errno and a reason when not. */
+	int (*check)(struct nq_signal *s);
+	/*
+	 * Optional, called on each periodic check: events the source can
+	 * only find by looking (psi: trigger wakes an outer epoll consumed).
+	 */
+	int (*tick)(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max);
+	/* Optional: the watched cgroup (s->cgroup_id) was removed: unsubscribe it. */
+	void (*cgroup_gone)(struct nq_signal *s);
 };
+
+#define NQ_SIGNAL_NOTICES	4
 
 struct nq_signal {
 	const struct nq_signal_ops *ops;
-	enum nq_signal_kind kind;
-	int fd;
+	enum nq_signal_kind kind;	/* the active source */
+	enum nq_signal_kind want;	/* what was asked for (auto or one kind) */
+	int fd;			/* what the runtime waits on: an epoll set of the two below */
+	int src_fd;		/* the active source's own fd; -1: none */
+	int tick_fd;		/* timerfd of the periodic checks */
 	uint64_t cgroup_id;
+	bool cgroup_gone;
+	bool reattach;		/* a better source was lost: reopen it when it is back */
+	uint64_t retry_ino;	/* pin inode a reopen last failed on (no retry on it) */
 	char cgroup[4096];
 	char selection[1536];
 	char detail[512];	/* set by the source that opened: what it watches */
 	void *priv;
+	/* The options, kept to reopen sources (strings copied). */
+	struct nq_signal_opts opts;
+	char psi_path[4096], pin_dir[4096], model_path[4096];
+	unsigned int notice_head, notices;
+	char notice[NQ_SIGNAL_NOTICES][1024];
+	char notice_out[1024];
 };
 
-/* Each returns 0 and fills s->ops/fd/priv, or -errno with a one-line reason. */
+/* Each returns 0 and fills s->ops/src_fd/priv, or -errno with a one-line reason. */
 int nq_signal_open_kmod(struct nq_signal *s, const struct nq_signal_opts *o);
 int nq_signal_open_bpf(struct nq_signal *s, const struct nq_signal_opts *o);
 int nq_signal_open_psi(struct nq_signal *s, const struct nq_signal_opts *o);

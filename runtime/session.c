@@ -4,7 +4,9 @@
  * order, each reading and writing its planned slot of the arena.  Nothing in
  * the inference path allocates; the levels are read once at the start
  * (nq_switch_enter: the level in force, and per weight layer the level a
- * budget leaves it) and used for the whole inference.
+ * budget leaves it) and used for the whole inference.  An inference at the
+ * level in force that a drop withdraws (switch.c) starts over at the new
+ * one, so it still runs at one set of levels from start to end.
  *
  * Data movement ops (Flatten, Reshape, Concat) and the float ops at the
  * edges (preprocessing, Dequantize, Softmax) are here; everything on the
@@ -35,7 +37,13 @@ struct nq_session {
 	uint8_t *layer_level;		/* [n_layers]: level of each weight layer this run */
 	unsigned int kmod;		/* levels read from nestquant.ko regions this run */
 	unsigned int last_level, last_degraded;
+	uint64_t withdrawn;		/* inferences started over after a drop */
+	nq_node_hook_fn node_hook;	/* tests: before every node */
+	void *node_hook_arg;
 };
+
+/* run_one: the levels it ran with were withdrawn; start over. */
+#define WITHDRAWN	1
 
 int nq_session_create_opts(struct nq_model *m, const struct nq_session_opts *opts,
 			   struct nq_session **out)
@@ -355,15 +363,21 @@ static int run_node(struct nq_session *s, const struct nq_xnode *x)
 	return nq_fail(-ENOTSUP, "node %u: op %u", x->index, x->op);
 }
 
-static int run_one(struct nq_session *s, const float *input, float *output)
+/* pin: checked between nodes for a withdrawal (NULL: an explicit level,
+ * which cannot move).  0, WITHDRAWN, or -errno. */
+static int run_one(struct nq_session *s, struct nq_pin *pin, const float *input, float *output)
 {
-	const struct nq_model *m = s->m;
+	struct nq_model *m = s->m;
 	const struct nq_xtensor *O = &m->t[m->output];
 	int err;
 
 	nq_pool_wake(s->pool);
 	preprocess(s, input);
 	for (uint32_t i = 0; i < m->n_nodes; i++) {
+		if (s->node_hook)
+			s->node_hook(s->node_hook_arg, i, s->layer_level);
+		if (pin && nq_switch_withdrawn(m, pin, s->layer_level))
+			return WITHDRAWN;
 		err = run_node(s, &m->nodes[i]);
 		if (err)
 			return nq_fail_context(err, "node %u (%s)", i, m->nodes[i].name);
@@ -387,7 +401,7 @@ int nq_session_run_level(struct nq_session *s, unsigned int level, const float *
 		return nq_fail(-EINVAL, "level %u out of range (%u levels)", level, s->m->n_levels);
 	nq_switch_enter(s->m, (int)level, s->layer_level, &pin);
 	s->kmod = pin.kmod;
-	err = run_one(s, input, output);
+	err = run_one(s, NULL, input, output);
 	nq_switch_leave(s->m, &pin);
 	return err;
 }
@@ -409,7 +423,7 @@ int nq_session_run_layers(struct nq_session *s, const uint8_t *layer_level, cons
 	nq_switch_enter(s->m, (int)top, s->layer_level, &pin);
 	s->kmod = pin.kmod;
 	memcpy(s->layer_level, layer_level, s->m->n_layers);
-	err = run_one(s, input, output);
+	err = run_one(s, NULL, input, output);
 	nq_switch_leave(s->m, &pin);
 	return err;
 }
@@ -439,17 +453,36 @@ int nq_session_run_batch(struct nq_session *s, size_t count, const float *input,
 
 	if (!s || !input || !output)
 		return nq_fail(-EINVAL, "session run: NULL argument");
-	s->last_degraded = nq_switch_enter(s->m, -1, s->layer_level, &pin);
-	s->last_level = pin.level;
-	s->kmod = pin.kmod;
 	ni = nq_model_input_count(s->m);
 	no = nq_model_output_count(s->m);
-	for (size_t i = 0; i < count && !err; i++)
-		err = run_one(s, input + i * ni, output + i * no);
-	nq_switch_leave(s->m, &pin);
+	do {
+		/* A withdrawn batch starts over whole: one set of levels for all of it. */
+		if (err == WITHDRAWN)
+			s->withdrawn++;
+		s->last_degraded = nq_switch_enter(s->m, -1, s->layer_level, &pin);
+		s->last_level = pin.level;
+		s->kmod = pin.kmod;
+		err = 0;
+		for (size_t i = 0; i < count && !err; i++)
+			err = run_one(s, &pin, input + i * ni, output + i * no);
+		nq_switch_leave(s->m, &pin);
+	} while (err == WITHDRAWN);
 	if (err)
 		return err;
 	if (level_used)
 		*level_used = (int)pin.level | (s->last_degraded ? NQ_LEVEL_DEGRADED : 0);
 	return 0;
+}
+
+/* Internal (model.h): inferences started over after a drop, and the tests'
+ * per-node hook. */
+uint64_t nq_session_withdrawn(const struct nq_session *s)
+{
+	return s->withdrawn;
+}
+
+void nq_session_set_node_hook(struct nq_session *s, nq_node_hook_fn fn, void *arg)
+{
+	s->node_hook = fn;
+	s->node_hook_arg = arg;
 }

@@ -99,7 +99,28 @@ static void bpf_close(struct nq_signal *s)
 	free(b);
 }
 
-static const struct nq_signal_ops bpf_ops = { bpf_read, bpf_close };
+static int bpf_check(struct nq_signal *s)
+{
+	struct bpf_src *b = s->priv;
+
+	return nq_monitor_check(b->mon);
+}
+
+/* The cgroup's directory is gone: drop our bit from its entry in the maps. */
+static void bpf_cgroup_gone(struct nq_signal *s)
+{
+	struct bpf_src *b = s->priv;
+
+	if (s->cgroup_id && nq_monitor_unwatch_cgroup_id(b->mon, s->cgroup_id))
+		nq_clear_error();	/* not watched (any more): nothing to drop */
+}
+
+static const struct nq_signal_ops bpf_ops = {
+	.read = bpf_read,
+	.close = bpf_close,
+	.check = bpf_check,
+	.cgroup_gone = bpf_cgroup_gone,
+};
 
 int nq_signal_open_bpf(struct nq_signal *s, const struct nq_signal_opts *o)
 {
@@ -120,16 +141,19 @@ int nq_signal_open_bpf(struct nq_signal *s, const struct nq_signal_opts *o)
 	err = nq_monitor_open(pin, o->global ? NQ_MONITOR_GLOBAL : 0, &b->mon);
 	if (err)
 		goto err_free;
-	err = nq_monitor_watch_cgroup(b->mon, s->cgroup, interval);
-	if (err)
-		goto err_close;
+	/* A reopen after the cgroup was removed still gets file and machine-wide events. */
+	if (!s->cgroup_gone) {
+		err = nq_monitor_watch_cgroup(b->mon, s->cgroup, interval);
+		if (err)
+			goto err_close;
+	}
 	if (o->model_path) {
 		err = nq_monitor_watch_file(b->mon, o->model_path, interval);
 		if (err)
 			goto err_close;
 	}
 	s->ops = &bpf_ops;
-	s->fd = nq_monitor_fd(b->mon);
+	s->src_fd = nq_monitor_fd(b->mon);
 	s->priv = b;
 	if (snprintf(s->detail, sizeof(s->detail), "monitor %s, client slot %d, cgroup %s%s%s%s",
 		     pin, nq_monitor_slot(b->mon), s->cgroup, o->model_path ? ", file " : "",

@@ -36,10 +36,18 @@
 
 enum { SOME, FULL, NTRIG };
 
+#define SAMPLES	16
+
 struct psi_src {
 	int trig[NTRIG];	/* trigger fds, -1 when that trigger is off */
 	int stat_fd;		/* for the totals */
 	uint64_t total[NTRIG];	/* us, at the previous read */
+	uint64_t thr_us[NTRIG];	/* the triggers' thresholds */
+	uint64_t window_ns;
+	uint64_t fired_ns[NTRIG];	/* last event reported */
+	/* Totals at the periodic checks, oldest first: a trigger emulated in user space. */
+	unsigned int nsamples;
+	uint64_t sample_ns[SAMPLES], sample[SAMPLES][NTRIG];
 	char path[4096];
 };
 
@@ -66,6 +74,69 @@ static int read_totals(int fd, uint64_t total[NTRIG])
 	return 0;
 }
 
+/*
+ * The periodic check (nq_signal_read on its timer) reads the totals too:
+ * with the runtime's fd nested a few epolls deep, every level's readiness
+ * check polls the trigger and the first one consumes its event, so the
+ * level that would act can find nothing ready and the wake is lost.  Here
+ * the trigger's own rule is applied to the sampled totals: stall growth
+ * within the window at or above the threshold, at most one event per
+ * window (the kernel's rate as well).
+ */
+static bool emulated_fire(struct psi_src *p, int t, const uint64_t total[NTRIG], uint64_t now)
+{
+	uint64_t base = total[t];
+
+	/* The oldest sample inside the window (none: no growth measurable yet). */
+	for (unsigned int i = 0; i < p->nsamples; i++) {
+		if (p->sample_ns[i] + p->window_ns >= now) {
+			base = p->sample[i][t];
+			break;
+		}
+	}
+	return total[t] >= base && total[t] - base >= p->thr_us[t];
+}
+
+static void add_sample(struct psi_src *p, const uint64_t total[NTRIG], uint64_t now)
+{
+	if (p->nsamples == SAMPLES) {
+		memmove(p->sample_ns, p->sample_ns + 1, sizeof(p->sample_ns[0]) * (SAMPLES - 1));
+		memmove(p->sample, p->sample + 1, sizeof(p->sample[0]) * (SAMPLES - 1));
+		p->nsamples--;
+	}
+	p->sample_ns[p->nsamples] = now;
+	memcpy(p->sample[p->nsamples++], total, sizeof(p->sample[0]));
+}
+
+static int psi_tick(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max)
+{
+	struct psi_src *p = s->priv;
+	uint64_t total[NTRIG], now = nq_monotonic_ns();
+	bool fired[NTRIG] = { false, false };
+	unsigned int n = 0;
+
+	if (read_totals(p->stat_fd, total))
+		return nq_fail(-ENODEV, "psi: %s went away (cgroup removed?)", p->path);
+	for (int t = 0; t < NTRIG; t++)
+		fired[t] = p->trig[t] >= 0 && (!p->fired_ns[t] ||
+			   now - p->fired_ns[t] >= p->window_ns) && emulated_fire(p, t, total, now);
+	add_sample(p, total, now);
+	if (fired[FULL])
+		fired[SOME] = false;
+	for (int t = NTRIG - 1; t >= 0 && n < max; t--) {
+		if (!fired[t])
+			continue;
+		p->fired_ns[t] = now;
+		memset(&evs[n], 0, sizeof(evs[n]));
+		evs[n].ktime_ns = evs[n].recv_ns = now;
+		evs[n].cgroup_id = s->cgroup_id;
+		evs[n].count = 1;
+		evs[n].cause = t == FULL ? NQ_CAUSE_PSI_FULL : NQ_CAUSE_PSI_SOME;
+		n++;
+	}
+	return n;
+}
+
 static int psi_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigned int max)
 {
 	struct psi_src *p = s->priv;
@@ -75,7 +146,7 @@ static int psi_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigned
 	unsigned int n = 0;
 	int ne;
 
-	ne = epoll_wait(s->fd, e, NTRIG, 0);
+	ne = epoll_wait(s->src_fd, e, NTRIG, 0);
 	for (int i = 0; i < ne; i++) {
 		if (e[i].events & (EPOLLERR | EPOLLHUP))
 			return nq_fail(-ENODEV, "psi: %s went away (cgroup removed?)", p->path);
@@ -100,6 +171,7 @@ static int psi_read(struct nq_signal *s, struct nq_pressure_event *evs, unsigned
 		evs[n].cgroup_id = s->cgroup_id;
 		evs[n].count = 1;
 		evs[n].cause = t == FULL ? NQ_CAUSE_PSI_FULL : NQ_CAUSE_PSI_SOME;
+		p->fired_ns[t] = now;
 		n++;
 	}
 	return n;
@@ -114,11 +186,15 @@ static void psi_close(struct nq_signal *s)
 			close(p->trig[t]);
 	if (p->stat_fd >= 0)
 		close(p->stat_fd);
-	close(s->fd);
+	close(s->src_fd);
 	free(p);
 }
 
-static const struct nq_signal_ops psi_ops = { psi_read, psi_close };
+static const struct nq_signal_ops psi_ops = {
+	.read = psi_read,
+	.close = psi_close,
+	.tick = psi_tick,
+};
 
 /* Open path and write one trigger; -errno of the write when refused. */
 static int add_trigger(const char *path, const char *kind, uint64_t stall_ns, uint64_t window_ns)
@@ -218,6 +294,7 @@ int nq_signal_open_psi(struct nq_signal *s, const struct nq_signal_opts *o)
 			goto err_close;
 		}
 		p->trig[t] = err;
+		p->thr_us[t] = thr / NS_PER_US;
 		if (epoll_ctl(ep, EPOLL_CTL_ADD, p->trig[t], &e)) {
 			err = nq_fail(-errno, "psi: epoll_ctl: %s", strerror(errno));
 			goto err_close;
@@ -228,8 +305,10 @@ int nq_signal_open_psi(struct nq_signal *s, const struct nq_signal_opts *o)
 		err = nq_fail(-errno, "psi: reading %s: %s", p->path, strerror(errno));
 		goto err_close;
 	}
+	p->window_ns = window;
+	add_sample(p, p->total, nq_monotonic_ns());
 	s->ops = &psi_ops;
-	s->fd = ep;
+	s->src_fd = ep;
 	s->priv = p;
 	for (int t = 0; t < NTRIG; t++) {
 		size_t l = strlen(trig);

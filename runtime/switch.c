@@ -29,6 +29,18 @@
  * consistent atomics: the cap stores precede the flip).  Inferences at a
  * lower level never delay a drop.
  *
+ * Why a running inference can be withdrawn.  Waiting for readers means
+ * waiting for the slowest inference that started at the level being
+ * dropped, and under the very pressure that triggers the drop that one is
+ * slow: its upper planes are being evicted by the kernel and it faults them
+ * back one by one (milliseconds each).  So every drop also bumps `drops`
+ * after lowering the caps, and an inference that asked for the level in
+ * force (level -1) checks it between nodes (nq_switch_withdrawn): when a
+ * plane it runs with is no longer published it leaves and starts over at
+ * the level now in force.  An inference still runs entirely at the levels
+ * it reports, and the drop waits for at most one node of it.  Inferences
+ * at an explicit level cannot move and are waited for as before.
+ *
  * Page-in needs no waiting: the planes are made resident first and the caps
  * (then the level) are published after, with sequentially consistent
  * stores, so a reader that sees the new level also sees the new caps.
@@ -66,6 +78,7 @@ struct done {
 struct nq_switch {
 	/* Readers touch only these: keep them on their own lines. */
 	_Alignas(64) _Atomic uint64_t epoch;
+	_Atomic uint64_t drops;			/* bumped after caps were lowered */
 	_Alignas(64) _Atomic uint32_t active[2][NQ_FORMAT_MAX_LEVELS];
 	_Alignas(64) _Atomic uint8_t *cap;		/* [layers] */
 
@@ -130,6 +143,9 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 	unsigned int t, degraded = 0;
 	uint64_t e;
 
+	/* Before the level and the caps: a drop that lowers them after we read
+	 * them bumps it after, so nq_switch_withdrawn sees the change. */
+	pin->drops = atomic_load(&sw->drops);
 	for (;;) {
 		e = atomic_load(&sw->epoch);
 		t = level >= 0 ? (unsigned int)level : atomic_load(&m->level);
@@ -161,6 +177,20 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 		degraded += layer_level[j] < t;
 	}
 	return degraded;
+}
+
+bool nq_switch_withdrawn(struct nq_model *m, struct nq_pin *pin, const uint8_t *layer_level)
+{
+	struct nq_switch *sw = m->sw;
+	uint64_t d = atomic_load_explicit(&sw->drops, memory_order_acquire);
+
+	if (d == pin->drops)
+		return false;
+	pin->drops = d;
+	for (uint32_t j = 0; j < sw->layers; j++)
+		if (layer_level[j] > atomic_load(&sw->cap[j]))
+			return true;
+	return false;
 }
 
 void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin)
@@ -348,6 +378,7 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 		}
 	}
 	if (kmin != UINT32_MAX) {
+		atomic_fetch_add(&sw->drops, 1);	/* withdraws running inferences */
 		out->wait_ns = wait_readers(sw, kmin);
 		for (uint32_t k = kmin; k <= kmax; k++) {
 			if (nq_kmod_holds(m->kmod, k))

@@ -23,6 +23,9 @@
 #   PRESSURE_CYCLES   hog cycles per switching case [20]; none/calm run a third
 #   PRESSURE_OUT      folder for performance.md, pressure.json, PNGs [docs]
 #   PRESSURE_CASES    bpf,psi,none,calm
+#   PRESSURE_LOCK     1: every case runs `serve --lock-resident` (the part-bit
+#                     path's pages locked: level 0's planes, code, stacks,
+#                     arenas); 0: nothing locked   [1]
 # Writes $O/pressure/<model>/<case>/ (raw data), then scripts/pressure-report.py
 # turns it into PRESSURE_OUT/pressure.json, the "Pressure → switch" section of
 # PRESSURE_OUT/performance.md and PRESSURE_OUT/pressure-<model>.png.
@@ -37,6 +40,7 @@ CYCLES=${PRESSURE_CYCLES:-20}
 OUT=${PRESSURE_OUT:-docs}
 CASES=${PRESSURE_CASES:-bpf,psi,none,calm}
 HOG_MIB=${HOG_MIB:-24}
+LOCK=${PRESSURE_LOCK:-1}
 HOLD_MS=1000
 WORK=$O/pressure
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
@@ -118,12 +122,13 @@ run_case() {
 	S=$d/s.sock
 	sig=bpf
 	extra=
+	[ "$LOCK" = 0 ] || extra=--lock-resident
 	# Only the trigger under test moves it down (usage never exceeds 100 %).
 	printf 'high=100%%\nhold=%dms\nmin_interval=100ms\nsample=50ms\n' $HOLD_MS >"$d/policy"
 	case $case_ in
 	psi) sig=psi; printf 'psi_some=10ms\npsi_window=500ms\n' >>"$d/policy" ;;
 	none) sig=none ;;
-	calm) sig=none; extra="--level part" ;;
+	calm) sig=none; extra="$extra --level part" ;;
 	esac
 	dd if="$m" iflag=nocache count=0 2>/dev/null
 	"$NQ" launch -q --memory-max "$x" --pin-dir "$PIN" --signal $sig --policy "$d/policy" \
@@ -162,7 +167,7 @@ run_case() {
 	else
 		kills=$(sed -n 's/^oom_kill //p' "$cg/memory.oom_control")
 	fi
-	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n}" \
+	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK}" \
 		>"$d/case.json"
 	kill -TERM $obs $smp 2>/dev/null
 	wait $obs $smp 2>/dev/null

@@ -72,6 +72,14 @@ def analyse_case(d):
                 c.update(done_ns=dn["done_ns"], latency_ns=dn["done_ns"] - onset,
                          cause=dn["cause"], trigger_ns=dn["event_ns"], switch_ns=dn["switch_ns"],
                          bytes_released=dn["bytes_released"])
+                if dn.get("woke_ns"):
+                    # Where the time went: the onset to the server's own trigger event,
+                    # that event to its switching thread awake, to the decision, the
+                    # switch (of it, waiting for running inferences).
+                    c.update(parts_ns={"trigger": max(0, dn["event_ns"] - onset),
+                                       "wake": max(0, dn["woke_ns"] - dn["event_ns"]),
+                                       "decide": dn["decided_ns"] - dn["woke_ns"],
+                                       "switch": dn["switch_ns"], "wait": dn.get("wait_ns", 0)})
         free = frees[i] if i < len(frees) else None
         if free is not None:
             up = next((e for e in ups if e["done_ns"] > free), None)
@@ -93,6 +101,19 @@ def analyse_case(d):
     except OSError:
         pass
     lats = [c["latency_ns"] for c in cycles if "latency_ns" in c]
+    parts = {}
+    for k in ("trigger", "wake", "decide", "switch", "wait"):
+        v = [c["parts_ns"][k] for c in cycles if "parts_ns" in c]
+        if v:
+            parts[k] = {"p50": ms(pct(v, 50)), "p99": ms(pct(v, 99))}
+    setup = ""
+    try:
+        with open(os.path.join(d, "serve.err")) as f:
+            for ln in f:
+                if "switching thread" in ln:
+                    setup = ln.strip().rsplit("; ", 1)[-1]
+    except OSError:
+        pass
     per_level = {}
     for r in reqs:
         if r.get("ok"):
@@ -102,6 +123,9 @@ def analyse_case(d):
         "switched": len(lats),
         "latency_ms": {"p50": ms(pct(lats, 50)), "p99": ms(pct(lats, 99)), "max": ms(max(lats) if lats else None)},
         "samples_ms": [ms(x) for x in lats],
+        "parts_ms": parts,
+        "thread": setup,
+        "lock_resident": case.get("lock_resident"),
         "bytes_released_median": pct([c["bytes_released"] for c in cycles if "bytes_released" in c], 50),
         "up_after_hog_left_ms": [ms(c.get("up_after_free_ns")) for c in cycles if c.get("up_after_free_ns") is not None],
         "requests": len(reqs),
@@ -191,6 +215,16 @@ def main():
               "residual planes released (policy log `done_ns`). Both paths are timed from the same onset, "
               "on the same workload. PSI: trigger `some` 10 ms per 500 ms window (root; unprivileged "
               "triggers need 2 s windows).")
+    setup = next((r for m in result["models"].values() for r in m["cases"].values()
+                  if r.get("thread")), None)
+    if setup:
+        md += ["", "Server setup in every case: " +
+               ("`serve --lock-resident` (level 0's planes and the code the part-bit path runs "
+                "locked in memory, the residual planes reclaimable)" if setup.get("lock_resident")
+                else "nothing locked") +
+               f"; in the switching cases {setup['thread']}; an inference at the level in force that a down switch "
+               "withdraws starts over at the new level (the switch waits for at most one node "
+               "of it)."]
     md.append("")
     md.append("| model | resident part / full (bytes) | limit | hog | path | cycles | switched | "
               "onset → done p50 (ms) | p99 (ms) | max (ms) | released (median bytes) |")
@@ -217,8 +251,15 @@ def main():
         b = m["cases"].get("bpf")
         if b and b["latency_ms"]["p99"] is not None:
             p99 = b["latency_ms"]["p99"]
+            pp = b.get("parts_ms") or {}
+            split = ""
+            if pp:
+                split = (" (p99 of its parts: onset → the server's trigger event "
+                         f"{fmt(pp['trigger']['p99'])}, → switching thread awake {fmt(pp['wake']['p99'])}, "
+                         f"→ decision {fmt(pp['decide']['p99'])}, switch {fmt(pp['switch']['p99'])} "
+                         f"of which waiting for running inferences {fmt(pp['wait']['p99'])})")
             verdicts.append(f"- {model}: BPF onset → done p99 {p99:.2f} ms: target ≤ 5 ms "
-                            f"{'met' if p99 <= 5 else 'NOT met'}" +
+                            f"{'met' if p99 <= 5 else 'NOT met'}" + split +
                             (f"; PSI p99 {m['cases']['psi']['latency_ms']['p99']:.2f} ms, "
                              f"{m['cases']['psi']['switched']}/{m['cases']['psi']['cycles']} cycles switched"
                              if m["cases"].get("psi") and m["cases"]["psi"]["latency_ms"]["p99"] is not None
@@ -226,8 +267,11 @@ def main():
         calm = m["cases"].get("calm", {}).get("request_ms", {}).get("p99")
         if b and calm:
             ratio = b["request_ms"]["p99"] / calm
+            off = m["cases"].get("none", {}).get("request_ms", {}).get("p99")
             verdicts.append(f"- {model}: with switching, request p99 = {ratio:.2f} × the calm part-bit p99 "
-                            f"(target ≤ 1.5: {'met' if ratio <= 1.5 else 'NOT met'}); server major faults "
+                            f"(target ≤ 1.5: {'met' if ratio <= 1.5 else 'NOT met'}" +
+                            (f"; switching off: {off / calm:.2f} ×" if off else "") +
+                            "); server major faults "
                             f"{b['majflt']} with switching, "
                             f"{m['cases'].get('none', {}).get('majflt', '–')} without")
     if verdicts:

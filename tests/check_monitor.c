@@ -508,6 +508,52 @@ START_TEST(load_is_idempotent)
 }
 END_TEST
 
+/*
+ * A client notices when the monitor it reads is unloaded (the kernel does
+ * not tell it: its map fds keep the maps), also when another monitor is
+ * loaded under the same name; watches are dropped by cgroup id.
+ */
+START_TEST(client_notices_unload_and_drops_watch_by_id)
+{
+	struct nq_monitor_load_opts lo = { 0 };
+	struct nq_monitor_status *st;
+	struct nq_monitor *m;
+	char pin2[64];
+	uint64_t id = 0;
+
+	REQUIRE_SETUP();
+	id = cgroup_ino(cg_path);
+	snprintf(pin2, sizeof(pin2), "/sys/fs/bpf/nqtest-check-%d", (int)getpid());
+	lo.pin_dir = pin2;
+	ck_assert_msg(nq_monitor_load(&lo) == 0, "%s", nq_last_error());
+	ck_assert_msg(!nq_monitor_open(pin2, 0, &m), "%s", nq_last_error());
+	ck_assert_int_eq(nq_monitor_check(m), 0);
+
+	ck_assert_msg(!nq_monitor_watch_cgroup(m, cg_path, 0), "%s", nq_last_error());
+	ck_assert_msg(!nq_monitor_unwatch_cgroup_id(m, id), "%s", nq_last_error());
+	ck_assert_int_eq(nq_monitor_unwatch_cgroup_id(m, id), -ENOENT);
+	ck_assert_msg(!nq_monitor_persist_cgroup(pin2, cg_path, 0, true), "%s", nq_last_error());
+	ck_assert_msg(!nq_monitor_status(pin2, &st), "%s", nq_last_error());
+	ck_assert_uint_eq(st->nr_cgroups, 1);
+	ck_assert_uint_eq(st->cgroups[0].cgroup_id, id);
+	nq_monitor_status_free(st);
+	ck_assert_msg(!nq_monitor_forget_cgroup(pin2, id), "%s", nq_last_error());
+	ck_assert_int_eq(nq_monitor_forget_cgroup(pin2, id), -ENOENT);
+	ck_assert_msg(!nq_monitor_status(pin2, &st), "%s", nq_last_error());
+	ck_assert_uint_eq(st->nr_cgroups, 0);
+	nq_monitor_status_free(st);
+
+	ck_assert_int_eq(nq_monitor_unload(pin2), 0);
+	ck_assert_int_eq(nq_monitor_check(m), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(nq_last_error(), "is gone"));
+	ck_assert_msg(nq_monitor_load(&lo) == 0, "%s", nq_last_error());
+	/* A new monitor under the same name is not the one this client reads. */
+	ck_assert_int_eq(nq_monitor_check(m), -ENOENT);
+	nq_monitor_close(m);
+	ck_assert_int_eq(nq_monitor_unload(pin2), 0);
+}
+END_TEST
+
 static Suite *monitor_suite(void)
 {
 	Suite *s = suite_create("monitor");
@@ -522,6 +568,7 @@ static Suite *monitor_suite(void)
 	tcase_add_test(tc, file_eviction_reported_for_its_inode);
 	tcase_add_test(tc, rate_limit_folds_events_into_count);
 	tcase_add_test(tc, dead_client_slot_is_reclaimed);
+	tcase_add_test(tc, client_notices_unload_and_drops_watch_by_id);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -419,6 +419,13 @@ START_TEST(test_policy_file)
 	ck_assert_int_eq(nq_policy_cfg_parse(&c, "high=150%\n"), -EINVAL);
 	ck_assert_int_eq(nq_policy_cfg_parse(&c, "step=sideways\n"), -EINVAL);
 	ck_assert_int_eq(nq_policy_cfg_parse(&c, "signal=carrier-pigeon\n"), -EINVAL);
+	/* The switching thread: SCHED_FIFO 1 unless told otherwise, 0 = normal. */
+	nq_policy_cfg_default(&c);
+	ck_assert_uint_eq(c.rt_priority, 1);
+	ck_assert_int_eq(nq_policy_cfg_parse(&c, "rt_priority=0\n"), 0);
+	ck_assert_uint_eq(c.rt_priority, 0);
+	ck_assert_int_eq(nq_policy_cfg_parse(&c, "rt_priority=100\n"), -EINVAL);
+	ck_assert_int_eq(nq_policy_cfg_parse(&c, "rt_priority=high\n"), -EINVAL);
 	nq_policy_cfg_default(&c);
 	ck_assert_int_eq(nq_policy_cfg_parse(&c, "high=50%\nlow=60%\n"), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(nq_last_error(), "low watermark above"));
@@ -460,6 +467,14 @@ START_TEST(test_decision_log_line)
 	ck_assert_ptr_nonnull(strstr(buf, "\"limit\":null"));
 	ck_assert_ptr_nonnull(strstr(buf, "\"done_ns\":2500,\"switch_ns\":1000"));
 	ck_assert_ptr_nonnull(strstr(buf, "\"onset_to_done_ns\":1500,\"bytes_released\":4096}"));
+
+	/* With the controller's timings: where the onset-to-done time went. */
+	d.woke_ns = 1200;
+	d.wait_ns = 300;
+	n = nq_policy_format(buf, sizeof(buf), &d, "bpf", 2500, 4096, 0);
+	ck_assert_int_gt(n, 0);
+	ck_assert_ptr_nonnull(strstr(buf, "\"bytes_released\":4096,\"woke_ns\":1200,\"wait_ns\":300}"));
+	d.woke_ns = d.wait_ns = 0;
 
 	d.limit = 1 << 20;
 	n = nq_policy_format(buf, sizeof(buf), &d, "psi", 0, 0, -EBUSY);

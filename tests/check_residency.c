@@ -710,7 +710,7 @@ END_TEST
 struct stress {
 	struct nq_model *m;
 	_Atomic int stop;
-	_Atomic uint64_t runs, mismatches, degraded_runs, faulted_back;
+	_Atomic uint64_t runs, mismatches, degraded_runs, faulted_back, withdrawn;
 	uint64_t per_level[NLEV];
 	char first_error[256];
 	pthread_mutex_t lock;
@@ -772,6 +772,7 @@ static void *reader(void *arg)
 		atomic_fetch_add(&st->degraded_runs, info.layers_degraded > 0);
 		i++;
 	}
+	atomic_fetch_add(&st->withdrawn, nq_session_withdrawn(s));
 	nq_session_destroy(s);
 	return NULL;
 }
@@ -858,10 +859,12 @@ START_TEST(stress_random_switches_under_inference)
 		pthread_join(th[i], NULL);
 	ck_assert_int_eq(nq_model_residency(st.m, &rs), 0);
 	fprintf(stderr, "stress: %u switches (%u queued, %u budgets) in %.2f s, %llu inferences "
-		"(%llu degraded), %llu mismatches, %llu dropped ranges faulted back; %s\n",
+		"(%llu degraded, %llu withdrawn by a drop and run again), %llu mismatches, "
+		"%llu dropped ranges faulted back; %s\n",
 		switches, async, budgets,
 		(double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
 		(unsigned long long)st.runs, (unsigned long long)st.degraded_runs,
+		(unsigned long long)st.withdrawn,
 		(unsigned long long)st.mismatches, (unsigned long long)st.faulted_back,
 		nq_model_isa(st.m));
 	ck_assert_msg(st.mismatches == 0, "%llu mismatches; first: %s",
@@ -874,6 +877,94 @@ START_TEST(stress_random_switches_under_inference)
 		ck_assert_uint_gt(st.per_level[k], 0);
 	nq_model_close(st.m);
 	pthread_mutex_destroy(&st.lock);
+}
+END_TEST
+
+/* ---------------------------------------------------------------- */
+/* Withdrawing a running inference.                                  */
+
+#define NODE_MS 100		/* a full-level node, slowed down by the hook */
+
+struct slow {
+	struct nq_session *s;
+	bool explicit_level;
+	_Atomic int in_node2;
+	float out[16];
+	int used, err;
+};
+
+/* Full-level nodes take NODE_MS each: an inference the kernel is evicting
+ * planes under, faulting them back one by one. */
+static void slow_hook(void *arg, uint32_t node, const uint8_t *lv)
+{
+	struct slow *sl = arg;
+	struct timespec ts = { 0, NODE_MS * 1000000L };
+
+	if (lv[0] != NLEV - 1)
+		return;
+	if (node == 2)
+		atomic_store(&sl->in_node2, 1);
+	nanosleep(&ts, NULL);
+}
+
+static void *slow_run(void *arg)
+{
+	struct slow *sl = arg;
+
+	if (sl->explicit_level)
+		sl->err = nq_session_run_level(sl->s, NLEV - 1, inputs, sl->out);
+	else
+		sl->err = nq_session_run(sl->s, inputs, sl->out, &sl->used);
+	return NULL;
+}
+
+/* Start a slowed-down full-level inference, drop to level 0 while it is in
+ * its third node (four more to go), return the drop's wait for readers. */
+static uint64_t drop_under(struct nq_model *m, struct slow *sl)
+{
+	struct nq_switch_result r;
+	struct timespec ts = { 0, 1000000 };
+	pthread_t th;
+
+	ck_assert_int_eq(nq_model_switch(m, NLEV - 1, NULL), 0);
+	atomic_store(&sl->in_node2, 0);
+	ck_assert_int_eq(pthread_create(&th, NULL, slow_run, sl), 0);
+	while (!atomic_load(&sl->in_node2))
+		nanosleep(&ts, NULL);
+	ck_assert_int_eq(nq_model_switch(m, 0, &r), 0);
+	ck_assert_uint_eq(r.level, 0);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(sl->err, 0);
+	return r.wait_ns;
+}
+
+START_TEST(drop_withdraws_a_long_inference_within_one_node)
+{
+	struct nq_model *m = open_model(NLEV - 1, 0, 0, 0);
+	struct slow sl = { 0 };
+	uint64_t wait;
+
+	ck_assert_int_eq(nq_session_create(m, &sl.s), 0);
+	nq_session_set_node_hook(sl.s, slow_hook, &sl);
+
+	/* At the level in force: it leaves at the next node boundary and runs
+	 * again, wholly at level 0, byte for byte the oracle's level-0 answer. */
+	wait = drop_under(m, &sl);
+	ck_assert_uint_lt(wait, (uint64_t)NODE_MS * 5 / 2 * 1000000);
+	ck_assert_int_eq(sl.used, 0);
+	ck_assert_uint_eq(nq_session_withdrawn(sl.s), 1);
+	ck_assert_mem_eq(sl.out, oracle_out(0, 0), sizeof(sl.out));
+
+	/* At an explicit level it cannot move: the drop waits for all of it
+	 * (nodes 2-5), and the answer is the full level's. */
+	sl.explicit_level = true;
+	wait = drop_under(m, &sl);
+	ck_assert_uint_ge(wait, (uint64_t)NODE_MS * 3 * 1000000);
+	ck_assert_uint_eq(nq_session_withdrawn(sl.s), 1);
+	ck_assert_mem_eq(sl.out, oracle_out(NVEC - 1, 0), sizeof(sl.out));
+
+	nq_session_destroy(sl.s);
+	nq_model_close(m);
 }
 END_TEST
 
@@ -897,6 +988,7 @@ static Suite *residency_suite(void)
 	tcase_add_test(api, close_mid_switch_cancels_cleanly);
 	suite_add_tcase(s, api);
 	tcase_add_test(graded, budget_steps_down_largest_planes_first);
+	tcase_add_test(graded, drop_withdraws_a_long_inference_within_one_node);
 	suite_add_tcase(s, graded);
 	tcase_add_test(stress, stress_random_switches_under_inference);
 	tcase_set_timeout(stress, 120);

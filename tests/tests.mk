@@ -35,3 +35,5 @@ INTEGRATION_TESTS += tests/integration/fault-no-uring.sh
 INTEGRATION_TESTS += tests/integration/fault-bpf.sh
 INTEGRATION_TESTS += tests/integration/fault-model-readonly.sh
 INTEGRATION_TESTS += tests/integration/fault-model-truncated.sh
+INTEGRATION_TESTS += tests/integration/fault-monitor-unloaded.sh
+INTEGRATION_TESTS += tests/integration/fault-cgroup-removed.sh

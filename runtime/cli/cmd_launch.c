@@ -14,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,7 +41,10 @@ static void usage(FILE *out)
 		"in the hierarchy that has the memory controller (cgroup v2, else v1), below\n"
 		"the launcher's own memory cgroup, registered with the BPF pressure monitor\n"
 		"when it is loaded, and removed when CMD exits (processes CMD left behind in\n"
-		"it are killed).  Exits with CMD's status (128+N when killed by signal N);\n"
+		"it are killed).  If someone else removes the cgroup while CMD runs (after\n"
+		"moving CMD out: a populated cgroup cannot be removed), the launcher says so,\n"
+		"unregisters it from the monitor and keeps waiting for CMD.\n"
+		"Exits with CMD's status (128+N when killed by signal N);\n"
 		"125 when launching failed, 126/127 when CMD cannot be run / is not found.\n"
 		"\n"
 		"options:\n"
@@ -275,6 +281,57 @@ static int report_exit(const struct opts *o, const struct nq_cgroup *cg, int sta
 	return WEXITSTATUS(status);
 }
 
+/* Still our cgroup?  (A new one of the same name has another inode.) */
+static bool cgroup_exists(const char *dir, uint64_t id)
+{
+	struct stat st;
+
+	return !stat(dir, &st) && (!id || (uint64_t)st.st_ino == id);
+}
+
+/* The cgroup is gone: say so once and drop its monitor entry by id. */
+static void cgroup_removed(const struct opts *o, const struct nq_cgroup *cg, const char *pin,
+			   uint64_t id, bool *watched, bool running)
+{
+	if (!o->quiet)
+		fprintf(stderr, "nestquant launch: memory cgroup %s was removed by someone else "
+			"%s%s\n", cg->dir, running ? "while CMD runs: CMD now runs without its "
+			"memory limit" : "before CMD exited: nothing left to remove",
+			*watched ? "; unregistered from the BPF monitor" : "");
+	if (*watched && nq_monitor_forget_cgroup(pin, id) && !o->quiet)
+		fprintf(stderr, "nestquant launch: unregistering from the monitor: %s\n",
+			nq_last_error());
+	*watched = false;
+}
+
+/*
+ * Wait for CMD, looking every CHECK_MS whether its cgroup still exists (a
+ * pidfd tells when CMD exits; without one, plain waitpid).
+ */
+#define CHECK_MS	500
+
+static void wait_child(const struct opts *o, const struct nq_cgroup *cg, const char *pin,
+		       uint64_t id, bool *watched, bool *gone, pid_t pid, int *status)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	while (pfd >= 0) {
+		struct pollfd p = { .fd = pfd, .events = POLLIN };
+		int n = poll(&p, 1, CHECK_MS);
+
+		if (n > 0 || (n < 0 && errno != EINTR))
+			break;
+		if (!n && !*gone && !cgroup_exists(cg->dir, id)) {
+			*gone = true;
+			cgroup_removed(o, cg, pin, id, watched, true);
+		}
+	}
+	if (pfd >= 0)
+		close(pfd);
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+}
+
 static int launch(const struct opts *o)
 {
 	char name[64], pathbuf[2][PATH_MAX], lim[32], psi[PATH_MAX + 32];
@@ -283,8 +340,8 @@ static int launch(const struct opts *o)
 	struct nq_policy_cfg cfg;
 	struct nq_cgroup cg;
 	sigset_t all, old;
-	bool approx = false, watched = false;
-	uint64_t oom_before = 0;
+	bool approx = false, watched = false, gone = false;
+	uint64_t oom_before = 0, id = 0;
 	int err, pipefd[2], status = 0, rc = EXIT_LAUNCH, left;
 	pid_t pid;
 
@@ -318,6 +375,8 @@ static int launch(const struct opts *o)
 		goto out_remove;
 	}
 	nq_cgroup_oom_kills(cg.dir, &oom_before);
+	if (nq_cgroup_id(cg.dir, &id))
+		id = 0;
 	human(lim, sizeof(lim), o->max);
 	if (!o->quiet) {
 		fprintf(stderr, "nestquant launch: memory cgroup %s (cgroup v%d), limit %s\n",
@@ -402,8 +461,7 @@ static int launch(const struct opts *o)
 			n = read(pipefd[0], &ce, sizeof(ce));
 		while (n < 0 && errno == EINTR);
 		close(pipefd[0]);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
+		wait_child(o, &cg, pin, id, &watched, &gone, pid, &status);
 		child_pid = 0;
 		if (n == (ssize_t)sizeof(ce)) {
 			cli_error("launch", "%s", ce.msg);
@@ -415,11 +473,17 @@ static int launch(const struct opts *o)
 	set_handlers(false);
 
 out_unwatch:
-	if (watched && nq_monitor_persist_cgroup(pin, cg.dir, 0, false) && !o->quiet)
+	/* By id: the directory may be gone already. */
+	if (!gone && !cgroup_exists(cg.dir, id)) {
+		gone = true;
+		cgroup_removed(o, &cg, pin, id, &watched, false);
+	}
+	if (watched && nq_monitor_forget_cgroup(pin, id) && !o->quiet)
 		fprintf(stderr, "nestquant launch: unregistering from the monitor: %s\n",
 			nq_last_error());
 out_remove:
-	left = nq_cgroup_nprocs(cg.dir);
+	left = gone ? 0 : nq_cgroup_nprocs(cg.dir);
+	nq_clear_error();
 	if (left > 0 && !o->quiet)
 		fprintf(stderr, "nestquant launch: killing %d process%s that %s left in the cgroup\n",
 			left, left == 1 ? "" : "es", o->cmd[0]);

@@ -22,10 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,7 +77,10 @@ static void usage(FILE *out)
 		"  --level L           initial level: bits, 'full' or 'part' (default full)\n"
 		"  --threads N         worker threads = concurrent inferences (default %d)\n"
 		"  --max-clients N     connections served at once (default %d)\n"
-		"  --lock-resident     mlock the always-resident planes\n"
+		"  --lock-resident     mlock what the part-bit path reads, so that pressure cannot\n"
+		"                      fault it: the always-resident planes, and every mapping of\n"
+		"                      the process but the model file (code, libraries, stacks,\n"
+		"                      arenas); the residual planes stay reclaimable\n"
 		"  -q, --quiet         no notes on stderr\n"
 		"\n"
 		"stdout gets one JSON line when the socket is ready: {\"event\":\"ready\",...}.\n",
@@ -785,6 +790,53 @@ static void catch_model_sigbus(const struct nq_model *m, const char *model, cons
 	sigaction(SIGBUS, &sa, NULL);
 }
 
+/*
+ * --lock-resident, once the sessions and threads exist: lock every readable
+ * mapping except the model file's, whose always-resident region the
+ * library locked already (NQ_OPEN_LOCK_RESIDENT) and whose residual planes
+ * must stay droppable.  MLOCK_ONFAULT: the pages in use now and whatever
+ * faults in later, never populating a whole mapping (8 MiB thread stacks,
+ * malloc arenas: populating them OOM-killed the server in a 41 MiB
+ * cgroup).  Not mlockall(MCL_CURRENT): that would also fault in and map
+ * the residual planes of a level not in force.  The raw syscall, because
+ * sanitizer runtimes turn mlock() into a no-op.  What this keeps out of
+ * reach of the cgroup's reclaim is mainly the code of the binary and its
+ * libraries (anonymous memory cannot be evicted without swap anyway).
+ */
+static int lock_mappings(const struct nq_model *m)
+{
+	uintptr_t mb = (uintptr_t)nq_file_data(m->file), me = mb + nq_file_size(m->file);
+	uint64_t locked = 0;
+	char line[512];
+	FILE *f = fopen("/proc/self/maps", "re");
+	int err = 0;
+
+	if (!f) {
+		cli_error("serve", "--lock-resident: /proc/self/maps: %s", strerror(errno));
+		return -1;
+	}
+	while (!err && fgets(line, sizeof(line), f)) {
+		unsigned long b, e;
+		char perm[5];
+
+		if (sscanf(line, "%lx-%lx %4s", &b, &e, perm) != 3 || perm[0] != 'r' ||
+		    strstr(line, "[vvar") || strstr(line, "[vsyscall]") || (b < me && e > mb))
+			continue;
+		if (syscall(SYS_mlock2, (void *)b, (size_t)(e - b), MLOCK_ONFAULT))
+			err = -errno;
+		else
+			locked += e - b;
+	}
+	fclose(f);
+	if (err) {
+		cli_error("serve", "--lock-resident: mlock of the process's mappings: %s "
+			  "(%" PRIu64 " bytes locked so far; raise RLIMIT_MEMLOCK with `ulimit -l` "
+			  "or LimitMEMLOCK=, or grant CAP_IPC_LOCK)", strerror(-err), locked);
+		return -1;
+	}
+	return 0;
+}
+
 static int run(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -878,6 +930,8 @@ static int run(int argc, char **argv)
 		}
 	}
 	if (started < o.threads)
+		goto out_stop;
+	if (o.lock_resident && lock_mappings(srv.m))
 		goto out_stop;
 
 	printf("{\"event\":\"ready\",\"socket\":\"%s\",\"pid\":%d,\"threads\":%u,\"level\":%u,"
