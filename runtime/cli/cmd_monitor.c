@@ -41,7 +41,8 @@ static void usage(FILE *out)
 		"  events [--cgroup PATH]... [--file PATH]... [--global] [--count N]\n"
 		"         [--timeout SECONDS] [--min-interval-us N]\n"
 		"                         be a client: print events as JSON lines with the\n"
-		"                         kernel timestamp and the delay until received\n"
+		"                         kernel timestamp and the delay until received;\n"
+		"                         exits 3 with the reason if the monitor is unloaded\n"
 		"\n"
 		"common options:\n"
 		"  --pin-dir DIR          bpffs directory (default %s)\n"
@@ -439,8 +440,25 @@ static int cmd_events(const struct opts *o)
 	if (o->timeout > 0)
 		deadline = now_ns() + (uint64_t)(o->timeout * 1e9);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	uint64_t checked = now_ns();
+
 	while (!stop && ec.left != 0) {
 		int wait = 200;
+
+		/* An unloaded monitor leaves our ring silent (its maps live on
+		 * through our fds): look at the pins once a second and end the
+		 * stream with the reason instead of listening to nothing. */
+		if (now_ns() - checked >= 1000000000ull) {
+			checked = now_ns();
+			err = nq_monitor_check(m);
+			if (err) {
+				cli_error("monitor", "events: the BPF monitor was %s (%s); no more "
+					  "events will come%s", err == -ESTALE ? "reloaded" : "unloaded",
+					  nq_last_error(), err == -ESTALE ? ": run events again" : "");
+				rc = 3;
+				break;
+			}
+		}
 
 		if (deadline) {
 			uint64_t now = now_ns();

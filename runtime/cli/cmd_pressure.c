@@ -184,17 +184,26 @@ static int remaining_ms(const struct opts *o, uint64_t start)
 	return left <= 0 ? 0 : (int)left + 1;
 }
 
-static void print_start(const char *source, const char *selection)
+/* s as the inside of a JSON string (quotes, backslashes; controls dropped). */
+static void json_escape(char *esc, size_t size, const char *s)
 {
-	char esc[2048];
 	size_t o = 0;
 
-	for (const char *s = selection; *s && o + 3 < sizeof(esc); s++) {
+	for (; *s && o + 3 < size; s++) {
+		if ((unsigned char)*s < 0x20)
+			continue;
 		if (*s == '"' || *s == '\\')
 			esc[o++] = '\\';
 		esc[o++] = *s;
 	}
 	esc[o] = '\0';
+}
+
+static void print_start(const char *source, const char *selection)
+{
+	char esc[2048];
+
+	json_escape(esc, sizeof(esc), selection);
 	printf("{\"event\":\"start\",\"pid\":%d,\"source\":\"%s\",\"selection\":\"%s\"}\n",
 	       (int)getpid(), source, esc);
 	fflush(stdout);
@@ -253,6 +262,16 @@ static int follow_events(const struct opts *o)
 		if (n <= 0)
 			continue;
 		n = nq_signal_read(s, evs, 32);
+		/* The source changed (a monitor unloaded or loaded again): say so
+		 * in the stream and on stderr, as the policy log does. */
+		for (const char *msg; (msg = nq_signal_notice(s));) {
+			char esc[2048];
+
+			json_escape(esc, sizeof(esc), msg);
+			printf("{\"event\":\"source\",\"source\":\"%s\",\"message\":\"%s\"}\n",
+			       nq_signal_kind_name(nq_signal_kind(s)), esc);
+			fprintf(stderr, "nestquant pressure: %s\n", msg);
+		}
 		if (n < 0) {
 			cli_error("pressure", "%s", nq_last_error());
 			err = n;
