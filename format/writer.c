@@ -28,6 +28,8 @@
 
 #define META_ALIGN 64		/* sections start on cache lines */
 #define PARAM_ALIGN 16		/* f32 arrays start on 16 bytes */
+#define HUGE_ALIGN (2ull << 20)	/* a PMD: one huge page-cache folio */
+#define HUGE_MIN (4ull << 20)	/* level 1 regions this big start on HUGE_ALIGN */
 #define NSECTIONS NQ_SEC_KNOWN_MAX
 
 struct buf {
@@ -51,7 +53,7 @@ struct nq_writer {
 
 	/* Layout, fixed by freeze(). */
 	uint64_t sec_off[NSECTIONS + 1];
-	uint64_t meta_end;		/* = region 0 offset */
+	uint64_t meta_end;		/* end of the metadata (<= region 0 offset) */
 	uint64_t file_size;
 
 	/* Streaming position. */
@@ -500,6 +502,32 @@ static uint64_t section_size(struct nq_writer *w, uint32_t kind)
 	return section_buf(w, kind)->len;
 }
 
+/*
+ * Start level 1's region (the first one a runtime drops and pages in again)
+ * on a 2 MiB boundary of the file when it is big, by moving every region
+ * up: the gap after the metadata is never written (a hole: no disk blocks,
+ * never read) and costs under 2 MiB of apparent file size.  The runtime
+ * maps the file 2 MiB-aligned, so the region's pages can live in PMD-sized
+ * page-cache folios, mapped by one PMD each: a level switch then unmaps and
+ * evicts one folio per 2 MiB instead of 512 pages (docs/performance.md,
+ * "Switching").  A writer recommendation, not a format rule (SPEC.md).
+ */
+static void shift_for_huge_pages(struct nq_writer *w)
+{
+	uint64_t shift;
+	uint32_t nl = n_layers(w);
+
+	if (w->n_levels < 2 || w->levels[1].region_size < HUGE_MIN)
+		return;
+	shift = align_up(w->levels[1].region_offset, HUGE_ALIGN) - w->levels[1].region_offset;
+	for (uint32_t k = 0; k < w->n_levels; k++) {
+		w->levels[k].region_offset += shift;
+		for (uint32_t i = 0; i < nl; i++)
+			plane_rec(w, i, k)->offset += shift;
+	}
+	w->file_size += shift;
+}
+
 /* Fix the layout: section offsets, region offsets and sizes, plane offsets. */
 static int freeze(struct nq_writer *w)
 {
@@ -532,7 +560,8 @@ static int freeze(struct nq_writer *w)
 		w->levels[k].region_size = pos - start;
 	}
 	w->file_size = pos;
-	w->pos = w->meta_end;
+	shift_for_huge_pages(w);
+	w->pos = w->levels[0].region_offset;
 	w->frozen = true;
 	err = 0;
 	return err;

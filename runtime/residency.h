@@ -30,7 +30,33 @@
  *              cache (mincore), POPULATE when all are cached: the whole cold
  *              range is queued at once and fetched exactly (no readahead past
  *              it), and a warm range costs one syscall (docs/performance.md
- *              "Switching" has the measurements).
+ *              "Switching" has the measurements).  With large folios (below)
+ *              the cold interior goes by io_uring MADV_POPULATE_READ.
+ * Large folios.  Where the kernel can (CONFIG_TRANSPARENT_HUGEPAGE, a file
+ * system with large folios in the page cache: ext4 since Linux 6.16, xfs,
+ * btrfs) and the mapping is PMD-aligned (the kernel's thp_get_unmapped_area
+ * does that for files >= 2 MiB), every page-in marks the PMD-aligned
+ * interior of each extent MADV_HUGEPAGE + MADV_RANDOM: a fault there reads
+ * exactly one 2 MiB folio (VM_RAND_READ: no second folio ahead) and maps it
+ * with one PMD.  The unaligned head and tail of an extent are marked
+ * MADV_NOHUGEPAGE + MADV_NORMAL, so their faults never read around into a
+ * neighbour's pages: the per-level byte accounting stays exact.  With PMD
+ * folios a drop zaps one PMD and frees one folio per 2 MiB instead of 512
+ * PTEs and 512 order-0 folios (docs/performance.md "Switching" has the
+ * numbers).  On a cold cache the interior is filled by io_uring
+ * MADV_POPULATE_READ requests of 2 MiB each (io-wq runs them in parallel);
+ * MADV_WILLNEED and reads would allocate order-0 folios (forced readahead)
+ * and are used for the head and tail only, or when asked for explicitly.
+ * A drop that ends inside a 2 MiB block (a budget step) would lose more:
+ * unmapping part of a PMD-mapped file folio zaps the whole PMD, and the
+ * kernel never evicts a folio the range only partly covers.  So for such a
+ * block the drop records which other pages were mapped (pagemap), evicts
+ * the folio and reads those pages back as order-0 folios (MADV_WILLNEED +
+ * populate): budgets stay exact to the page and pay up to 2 MiB of re-read
+ * per split block; a switch of whole levels in a file whose regions start
+ * on 2 MiB (format/writer.c) never splits one.  A split block keeps its PTE
+ * table, so later folios there are mapped with PTEs (still one folio each).
+ *
  * When io_uring_setup fails (kernel.io_uring_disabled=2, seccomp, an old
  * kernel) WILLNEED becomes madvise(MADV_WILLNEED) and READ becomes PREAD; the
  * reason is kept in nq_res.io_why for the caller to log.
@@ -61,6 +87,7 @@
 
 #define NQ_RES_CHUNK (1u << 20)		/* bytes per io_uring request */
 #define NQ_RES_QD 32			/* requests in flight */
+#define NQ_RES_PMD (2ull << 20)		/* x86-64/arm64-4K PMD: one huge folio */
 
 /* One byte range of the file, page-aligned (offset and length). */
 struct nq_extent {
@@ -74,6 +101,7 @@ struct nq_res {
 	uint64_t page;
 	bool have_uring;
 	bool have_populate;		/* MADV_POPULATE_READ works */
+	bool huge;			/* PMD-sized folios possible (see below) */
 	struct io_uring ring;
 	uint8_t *scratch;		/* NQ_RES_CHUNK bytes, for READ/PREAD */
 	int pagemap_fd;			/* /proc/self/pagemap, -1 if unreadable */

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/vfs.h>
 #include <sys/syscall.h>
@@ -968,6 +969,141 @@ START_TEST(drop_withdraws_a_long_inference_within_one_node)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- */
+/* Large folios (residency.h, "Large folios").                        */
+
+#define MIB (1ull << 20)
+
+static uint64_t file_pmd_mapped(void)
+{
+	FILE *f = fopen("/proc/self/smaps", "r");
+	char line[256];
+	uint64_t sum = 0;
+	unsigned long kb;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "FilePmdMapped: %lu", &kb) == 1)
+			sum += kb * 1024;
+	fclose(f);
+	return sum;
+}
+
+static uint64_t cached_at(const struct nq_res *r, uint64_t off, uint64_t len)
+{
+	uint64_t b = UINT64_MAX;
+
+	ck_assert_int_eq(nq_res_cached(r, off, len, &b), 0);
+	return b;
+}
+
+static uint64_t mapped_at(const struct nq_res *r, uint64_t off, uint64_t len)
+{
+	uint64_t b = UINT64_MAX;
+
+	ck_assert_int_eq(nq_res_mapped(r, off, len, &b), 0);
+	return b;
+}
+
+/*
+ * A 10 MiB file mapped 2 MiB-aligned: a page-in of a range with unaligned
+ * ends reads exactly the range (nothing around it is cached) and maps its
+ * whole 2 MiB blocks with PMDs; a drop that splits two of those blocks
+ * releases exactly its own bytes and leaves every other page of the range
+ * mapped with the right contents; dropping the rest releases the rest.
+ */
+START_TEST(large_folios_page_in_exactly_and_drop_exactly)
+{
+	const uint64_t size = 10 * MIB + 12288;
+	const struct nq_extent e = { 2 * MIB - 8192, 6 * MIB + 20480 };
+	const struct nq_extent d = { 3 * MIB, 2 * MIB };
+	const struct nq_extent rest[2] = { { e.off, d.off - e.off },
+					   { d.off + d.len, e.off + e.len - d.off - d.len } };
+	uint64_t rd = 0, rel = 0, unm = 0, lim = (size + 4095) & ~4095ull;
+	char path[640];
+	uint8_t *buf, *resv, *base;
+	struct nq_res r;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/huge.bin", nq_test_tmpdir());
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	buf = malloc(size);
+	for (uint64_t i = 0; i < size; i++)
+		buf[i] = (uint8_t)(i * 7 + (i >> 12));
+	ck_assert_int_eq(pwrite(fd, buf, size, 0), (ssize_t)size);
+	ck_assert_int_eq(fsync(fd), 0);
+	resv = mmap(NULL, size + 2 * MIB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	ck_assert_ptr_ne(resv, MAP_FAILED);
+	base = (uint8_t *)(((uintptr_t)resv + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1));
+	ck_assert_ptr_eq(mmap(base, size, PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0), base);
+	ck_assert_int_eq(nq_res_init(&r, fd, base, size, 0), 0);
+	if (!r.huge) {
+		nq_res_fini(&r);
+		munmap(resv, size + 2 * MIB);
+		close(fd);
+		free(buf);
+		NQ_SKIP("no transparent huge pages in this kernel");
+	}
+	/* Start cold: nothing of the file in the page cache. */
+	ck_assert_int_eq(madvise(base, size, MADV_DONTNEED), 0);
+	ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	ck_assert_uint_eq(cached_at(&r, 0, size), 0);
+
+	ck_assert_int_eq(nq_res_page_in(&r, &e, 1, NQ_PAGEIN_DEFAULT, &rd), 0);
+	if (file_pmd_mapped() < 6 * MIB) {
+		nq_res_fini(&r);
+		munmap(resv, size + 2 * MIB);
+		close(fd);
+		free(buf);
+		NQ_SKIP("the page cache gave no 2 MiB folios here (file system without large folios?)");
+	}
+	ck_assert_uint_eq(rd, e.len);
+	ck_assert_uint_eq(cached_at(&r, e.off, e.len), e.len);
+	ck_assert_uint_eq(mapped_at(&r, e.off, e.len), e.len);
+	/* Exact: nothing before or after the range was read (the header page
+	 * the probe in nq_res_init touched was evicted above). */
+	ck_assert_uint_eq(cached_at(&r, 0, e.off), 0);
+	ck_assert_uint_eq(cached_at(&r, e.off + e.len, lim - e.off - e.len), 0);
+	ck_assert_int_eq(memcmp(base + e.off, buf + e.off, e.len), 0);
+
+	/* A drop splitting the blocks [2, 4) and [4, 6) MiB. */
+	ck_assert_int_eq(nq_res_drop(&r, &d, 1, NQ_DROP_DONTNEED, &rel, &unm, NULL), 0);
+	ck_assert_uint_eq(rel, d.len);
+	ck_assert_uint_eq(unm, d.len);
+	ck_assert_uint_eq(cached_at(&r, d.off, d.len), 0);
+	ck_assert_uint_eq(mapped_at(&r, rest[0].off, rest[0].len), rest[0].len);
+	ck_assert_uint_eq(mapped_at(&r, rest[1].off, rest[1].len), rest[1].len);
+	ck_assert_uint_eq(cached_at(&r, e.off, e.len), e.len - d.len);
+	ck_assert_int_eq(memcmp(base + rest[0].off, buf + rest[0].off, rest[0].len), 0);
+	ck_assert_int_eq(memcmp(base + rest[1].off, buf + rest[1].off, rest[1].len), 0);
+	ck_assert_uint_eq(mapped_at(&r, d.off, d.len), 0);	/* reading them did not map d */
+
+	/* The rest goes too; then a page-in brings every byte back. */
+	ck_assert_int_eq(nq_res_drop(&r, rest, 2, NQ_DROP_DONTNEED, &rel, &unm, NULL), 0);
+	ck_assert_uint_eq(rel, e.len - d.len);
+	ck_assert_uint_eq(unm, e.len - d.len);
+	ck_assert_uint_eq(cached_at(&r, 0, lim), 0);
+	ck_assert_uint_eq(mapped_at(&r, 0, lim), 0);
+	ck_assert_int_eq(nq_res_page_in(&r, &e, 1, NQ_PAGEIN_DEFAULT, &rd), 0);
+	ck_assert_uint_eq(rd, e.len);
+	ck_assert_uint_eq(cached_at(&r, 0, e.off), 0);
+	ck_assert_uint_eq(cached_at(&r, e.off + e.len, lim - e.off - e.len), 0);
+	/* The block [6, 8) MiB was never split: one PMD again.  The split
+	 * ones keep their PTE tables (MADV_DONTNEED does not free them), so
+	 * their new 2 MiB folios are mapped with PTEs. */
+	ck_assert_uint_ge(file_pmd_mapped(), 2 * MIB);
+	ck_assert_int_eq(memcmp(base + e.off, buf + e.off, e.len), 0);
+
+	nq_res_fini(&r);
+	munmap(resv, size + 2 * MIB);
+	close(fd);
+	unlink(path);
+	free(buf);
+}
+END_TEST
+
 static Suite *residency_suite(void)
 {
 	Suite *s = suite_create("residency");
@@ -981,6 +1117,7 @@ static Suite *residency_suite(void)
 	tcase_add_test(tc, pageout_and_unmap_drops);
 	tcase_add_test(tc, another_mapping_keeps_its_pages);
 	tcase_add_test(tc, lazy_open_pages_nothing_in);
+	tcase_add_test(tc, large_folios_page_in_exactly_and_drop_exactly);
 	suite_add_tcase(s, tc);
 	tcase_add_test(api, bad_requests_fail_clearly);
 	tcase_add_test(api, lock_resident_names_rlimit_memlock);
