@@ -23,6 +23,7 @@ enum { TAG_SIGNAL = 1, TAG_TIMER = 2 };
 
 #define BATCH		32
 #define LIMIT_REFRESH_NS	2000000000ull
+#define WAIT_RECHECK_NS		100000000ull	/* an up waiting for room, sample=0 */
 
 struct nq_controller {
 	pthread_mutex_t lock;
@@ -159,11 +160,23 @@ static int do_switch(struct nq_controller *c, const struct nq_policy_decision *d
 	return 1;
 }
 
+/*
+ * The timer: at the policy's deadline or the next usage sample, whichever
+ * comes first.  A deadline already past with no deferred down means the
+ * policy waits on usage alone (an up whose hold time is over, waiting for
+ * room under the low watermark), which only a new sample can change: look
+ * again one sampling period later.  Arming it at `now` instead spun this
+ * thread — SCHED_FIFO — for as long as the room did not come, taking a
+ * whole CPU from the inferences while the pressure lasted.
+ */
 static void arm(struct nq_controller *c, uint64_t now)
 {
 	uint64_t next = nq_policy_deadline(&c->pol);
+	uint64_t period = c->pol.cfg.sample_ns ? c->pol.cfg.sample_ns : WAIT_RECHECK_NS;
 	struct itimerspec its = { 0 };
 
+	if (next && next <= now && !c->pol.pending)
+		next = now + period;
 	if (c->pol.cfg.sample_ns && c->usage_fd >= 0 && (!next || now + c->pol.cfg.sample_ns < next))
 		next = now + c->pol.cfg.sample_ns;
 	if (next && next <= now)

@@ -23,6 +23,8 @@
 #   PRESSURE_CYCLES   hog cycles per switching case [20]; none/calm run a third
 #   PRESSURE_OUT      folder for performance.md, pressure.json, PNGs [docs]
 #   PRESSURE_CASES    bpf,psi,none,calm
+#   PRESSURE_HOG_NICE nice value of the hog in every case that has one [19]:
+#                     it makes memory pressure, not CPU contention
 #   PRESSURE_LOCK     1: every case runs `serve --lock-resident` (the part-bit
 #                     path's pages locked: level 0's planes, code, stacks,
 #                     arenas); 0: nothing locked   [1]
@@ -41,6 +43,7 @@ OUT=${PRESSURE_OUT:-docs}
 CASES=${PRESSURE_CASES:-bpf,psi,none,calm}
 HOG_MIB=${HOG_MIB:-24}
 LOCK=${PRESSURE_LOCK:-1}
+HOG_NICE=${PRESSURE_HOG_NICE:-19}
 HOLD_MS=1000
 WORK=$O/pressure
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
@@ -156,7 +159,7 @@ run_case() {
 		sleep $((dur - 1))
 		echo '{"hog":"none"}' >"$d/hog.log"
 	else
-		sh -c "echo \$\$ >'$cg/cgroup.procs' && exec '$TOOLS/memhog' $HOG_MIB --step 1 \
+		sh -c "echo \$\$ >'$cg/cgroup.procs' && exec nice -n $HOG_NICE '$TOOLS/memhog' $HOG_MIB --step 1 \
 			--step-ms 40 --hold 1.5 --cycles $n --pause $((HOLD_MS / 1000 + 1)) $HOGFILE" \
 			>"$d/hog.log" 2>"$d/hog.err"
 		echo "{\"hog_exit\":$?}" >>"$d/hog.log"
@@ -167,7 +170,7 @@ run_case() {
 	else
 		kills=$(sed -n 's/^oom_kill //p' "$cg/memory.oom_control")
 	fi
-	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK}" \
+	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK,\"hog_nice\":$HOG_NICE}" \
 		>"$d/case.json"
 	kill -TERM $obs $smp 2>/dev/null
 	wait $obs $smp 2>/dev/null

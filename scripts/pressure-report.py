@@ -57,6 +57,7 @@ def analyse_case(d):
     case = (lines(os.path.join(d, "case.json")) or [{}])[0]
     grows = [h["t_ns"] for h in hog if h.get("hog") == "grow"]
     frees = [h["t_ns"] for h in hog if h.get("hog") == "free"]
+    leaves = [h["t_ns"] for h in hog if h.get("hog") == "leave"]
     hog_exit = next((h["hog_exit"] for h in hog if "hog_exit" in h), None)
     downs = [e for e in dec if e.get("direction") == "down" and "done_ns" in e]
     ups = [e for e in dec if e.get("direction") == "up" and "done_ns" in e]
@@ -82,7 +83,11 @@ def analyse_case(d):
                                        "switch": dn["switch_ns"], "wait": dn.get("wait_ns", 0)})
         free = frees[i] if i < len(frees) else None
         if free is not None:
-            up = next((e for e in ups if e["done_ns"] > free), None)
+            # The up answering this cycle is the first decided after the hog
+            # began to free ("leave"): one decided during the milliseconds of
+            # freeing may finish before the "free" line.
+            leave = next((t for t in leaves if g < t <= free), free)
+            up = next((e for e in ups if e["decided_ns"] > leave), None)
             c["up_after_free_ns"] = up["done_ns"] - free if up else None
         cycles.append(c)
 
@@ -126,6 +131,7 @@ def analyse_case(d):
         "parts_ms": parts,
         "thread": setup,
         "lock_resident": case.get("lock_resident"),
+        "hog_nice": case.get("hog_nice"),
         "bytes_released_median": pct([c["bytes_released"] for c in cycles if "bytes_released" in c], 50),
         "up_after_hog_left_ms": [ms(c.get("up_after_free_ns")) for c in cycles if c.get("up_after_free_ns") is not None],
         "requests": len(reqs),
@@ -246,6 +252,12 @@ def main():
            "noise, so no anonymous hog can fit one level and not the other). *switched*: cycles "
            "with a down switch after the onset; *released*: bytes the switch itself took out of the "
            "page cache (mincore before/after): what the kernel's own reclaim had not already taken."]
+    nice = next((r["hog_nice"] for m in result["models"].values() for c, r in m["cases"].items()
+                 if c != "calm" and r.get("hog_nice") is not None), None)
+    if nice is not None:
+        md[-1] += (f" The hog runs at nice {nice} in every case that has one (bpf, psi, none): it is "
+                   "there to make memory pressure, not to compete for the CPU (the file hog reads "
+                   "about 2 GB/s and would otherwise take one of the two cores from the server).")
     verdicts = []
     for model, m in result["models"].items():
         b = m["cases"].get("bpf")

@@ -562,6 +562,52 @@ START_TEST(test_controller_switches_on_watermark_and_logs)
 }
 END_TEST
 
+/*
+ * At part-bit with the hold time over but no room under the low watermark
+ * (4 KiB: never), only a usage sample can allow the up, so the controller
+ * must wake once per sampling period (50 ms), not spin on a deadline that
+ * has passed (the switching thread runs SCHED_FIFO: a spin takes a CPU
+ * from the inferences for as long as the pressure lasts).
+ */
+START_TEST(test_controller_waits_for_room_without_spinning)
+{
+	char dir[PATH_MAX], pol[PATH_MAX + 16];
+	struct fake_runtime rt = { .ret = 0 };
+	struct nq_controller *c;
+	struct nq_controller_opts o = { 0 };
+	uint64_t t0, wakeups = 0;
+	int version;
+	FILE *f;
+
+	if (nq_cgroup_self(dir, sizeof(dir), &version))
+		NQ_SKIP("no memory cgroup for this process: %s", nq_last_error());
+	snprintf(pol, sizeof(pol), "%s/wait.policy", nq_test_tmpdir());
+	f = fopen(pol, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("high=1T\nlow=4K\nsample=50ms\nmin_interval=10ms\nhold=20ms\n", f);
+	fclose(f);
+	o.signal = "none";
+	o.cgroup = dir;
+	o.policy_file = pol;
+	o.nlevels = 2;
+	o.level = 0;
+	o.switch_to = fake_switch;
+	o.ctx = &rt;
+	ck_assert_int_eq(nq_controller_create(&o, &c), 0);
+	t0 = nq_monotonic_ns();
+	while (nq_monotonic_ns() - t0 < 400 * MS) {
+		ck_assert_int_eq(nq_controller_run(c, 100), 0);
+		wakeups++;
+	}
+	/* 400 ms / 50 ms = 8 samples (+ the first deadline and slack) */
+	ck_assert_uint_le(wakeups, 12);
+	ck_assert_uint_ge(wakeups, 4);
+	ck_assert_uint_eq(rt.calls, 0);
+	ck_assert_uint_eq(nq_controller_policy(c)->level, 0);
+	nq_controller_destroy(c);
+}
+END_TEST
+
 START_TEST(test_controller_rejects_bad_configuration)
 {
 	struct nq_controller *c;
@@ -601,6 +647,7 @@ static Suite *policy_suite(void)
 	tcase_add_test(tc, test_policy_file);
 	tcase_add_test(tc, test_decision_log_line);
 	tcase_add_test(tc, test_controller_switches_on_watermark_and_logs);
+	tcase_add_test(tc, test_controller_waits_for_room_without_spinning);
 	tcase_add_test(tc, test_controller_rejects_bad_configuration);
 	suite_add_tcase(s, tc);
 	return s;

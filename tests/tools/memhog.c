@@ -14,7 +14,7 @@
  *
  * Each cycle grows to MIB MiB (--step MiB every --step-ms), holds for
  * --hold seconds (or until FILE given by --stop exists), frees everything
- * and pauses.  Prints one JSON line per phase change with CLOCK_MONOTONIC
+ * ("leave" as it starts, "free" when done) and pauses.  Prints one JSON line per phase change with CLOCK_MONOTONIC
  * ns, so a benchmark can line the hog up with switch decisions.
  */
 #include <errno.h>
@@ -156,6 +156,8 @@ int main(int argc, char **argv)
 		}
 		while ((double)(now_ns() - t) < hold * 1e9 && !(stop && !access(stop, F_OK)))
 			sleep_ms(20);
+		/* Freeing takes milliseconds: what watches usage may react before "free". */
+		printf("{\"hog\":\"leave\",\"cycle\":%ld,\"t_ns\":%llu}\n", c, now_ns());
 		for (size_t i = 0; i < n; i++)
 			munmap(chunks[i], i + 1 < n ? chunk : total - chunk * (n - 1));
 		free(chunks);
