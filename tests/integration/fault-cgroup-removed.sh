@@ -65,38 +65,7 @@ wait_for() {
 watched() { "$NQ" monitor status --pin-dir "$PIN" | sed -n 's/^watched cgroups: \([0-9]*\).*/\1/p'; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-M=$TMP/m.nq
-"$TOOLS/write-mlp-nq" "$M" --hidden 512 --levels 2,8 >/dev/null || fail "write-mlp-nq"
-DATA=1
-"$NQ" run "$M" --data fashion-mnist:0 --json >/dev/null 2>"$TMP/data.err" || {
-	DATA=
-	notes="$notes (answers not checked: no Fashion-MNIST test set)"
-}
-ITEMS=8
-: >"$TMP/expect"
-if [ -n "$DATA" ]; then
-	i=0
-	while [ $i -lt $ITEMS ]; do
-		for l in part full; do
-			"$NQ" run "$M" --data fashion-mnist:$i --level $l --json |
-				sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" \
-				>>"$TMP/expect"
-		done
-		i=$((i + 1))
-	done
-fi
-query_ok() {
-	if [ -n "$DATA" ]; then
-		"$NQ" query --socket "$S" --data fashion-mnist:test:0-$((ITEMS - 1)) --count 16 \
-			--expect "$TMP/expect" -q >"$TMP/q-$1.json" 2>"$TMP/q-$1.err" ||
-			fail "$1: queries failed: $(cat "$TMP/q-$1.json" "$TMP/q-$1.err")"
-		grep -q '"wrong":0,' "$TMP/q-$1.json" || fail "$1: wrong answers: $(cat "$TMP/q-$1.json")"
-		grep -q '"checked":16,' "$TMP/q-$1.json" || fail "$1: not all checked: $(cat "$TMP/q-$1.json")"
-	else
-		"$NQ" query --socket "$S" --status >"$TMP/q-$1.json" 2>"$TMP/q-$1.err" ||
-			fail "$1: server does not answer: $(cat "$TMP/q-$1.err")"
-	fi
-}
+. "$(dirname "$0")/served-answers.sh"
 
 # ---- 1. rmdir while serve is inside ----------------------------------------------
 S=$TMP/s.sock
