@@ -81,6 +81,15 @@ int nq_res_init(struct nq_res *r, int fd, const uint8_t *base, uint64_t size, un
 	/* Probe on the header page, which is always there. */
 	r->have_populate = madvise((void *)base, r->page, MADV_POPULATE_READ) == 0;
 	/*
+	 * The same for faults on the mapping: without MADV_RANDOM a fault on a
+	 * page the kernel reclaimed (a high plane under memory pressure) reads
+	 * read_ahead_kb around it, which is megabytes on many boards, and
+	 * fault-around then maps those neighbours: the residual planes a drop
+	 * just released come back, and the pressure they were dropped for with
+	 * them.  Page-in sets its own advice per extent (mark()).
+	 */
+	(void)madvise((void *)base, size, MADV_RANDOM);
+	/*
 	 * PMD-sized folios need the virtual address and the file offset to
 	 * agree modulo 2 MiB (the file is mapped from offset 0) and THP in the
 	 * kernel; a kernel without it fails MADV_HUGEPAGE (mark() then turns
@@ -333,23 +342,40 @@ static int advise(struct nq_res *r, uint64_t off, uint64_t len, int a1, int a2)
 
 /*
  * Set the fault behaviour of e before paging it in (see "Large folios" in
- * residency.h): interior huge and random, head and tail without either, so
- * an earlier page-in of a larger range cannot make a fault here read past e.
- * A kernel without THP turns large folios off for good.
+ * residency.h): interior huge and random, head and tail not huge, so an
+ * earlier page-in of a larger range cannot make a fault here read past e.
+ * Outside huge interiors faults read one page (MADV_RANDOM, as the whole
+ * mapping is from nq_res_init) unless around is set: an explicit POPULATE of
+ * a cold range, whose faults are meant to read around (unmark() then puts
+ * MADV_RANDOM back).  A kernel without THP turns large folios off for good.
  */
-static void mark(struct nq_res *r, const struct nq_extent *e)
+static void mark(struct nq_res *r, const struct nq_extent *e, bool around)
 {
+	int edge = around ? MADV_NORMAL : MADV_RANDOM;
 	uint64_t a, b, end = e->off + e->len;
 
-	if (!r->huge || !e->len)
+	if (!e->len)
 		return;
+	if (!r->huge) {
+		if (around)
+			(void)madvise((void *)(r->base + e->off), e->len, MADV_NORMAL);
+		return;
+	}
 	interior(r, e, &a, &b);
-	if (advise(r, e->off, a - e->off, MADV_NOHUGEPAGE, MADV_NORMAL) ||
-	    advise(r, b, end - b, MADV_NOHUGEPAGE, MADV_NORMAL) ||
+	if (advise(r, e->off, a - e->off, MADV_NOHUGEPAGE, edge) ||
+	    advise(r, b, end - b, MADV_NOHUGEPAGE, edge) ||
 	    advise(r, a, b - a, MADV_HUGEPAGE, MADV_RANDOM)) {
 		r->huge = false;
-		(void)madvise((void *)(r->base + e->off), e->len, MADV_NORMAL);
+		(void)madvise((void *)(r->base + e->off), e->len, edge);
 	}
+}
+
+/* After a read-around populate: faults read one page again (huge interiors keep MADV_HUGEPAGE). */
+static void unmark(struct nq_res *r, const struct nq_extent *ext, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		if (ext[i].len)
+			(void)madvise((void *)(r->base + ext[i].off), ext[i].len, MADV_RANDOM);
 }
 
 static int pread_all(struct nq_res *r, const struct nq_extent *e)
@@ -401,6 +427,7 @@ int nq_res_page_in(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 		   enum nq_pagein how, uint64_t *bytes_read)
 {
 	uint64_t total = 0, before = 0;
+	bool around;
 	int err = 0;
 
 	if (bytes_read)
@@ -414,8 +441,9 @@ int nq_res_page_in(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 		total += ext[i].len;
 	}
 	before = sum_cached(r, ext, n);
+	around = how == NQ_PAGEIN_POPULATE && before < total;
 	for (unsigned int i = 0; i < n; i++)
-		mark(r, &ext[i]);
+		mark(r, &ext[i], around);
 	if (how == NQ_PAGEIN_DEFAULT && before < total && r->huge && r->have_uring) {
 		err = cold_huge(r, ext, n);
 		if (err)
@@ -448,6 +476,8 @@ int nq_res_page_in(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 	}
 	for (unsigned int i = 0; i < n && !err; i++)
 		err = populate(r, &ext[i]);
+	if (around)
+		unmark(r, ext, n);
 	if (err)
 		return err;
 	if (bytes_read)

@@ -14,8 +14,12 @@
  * MADV_POPULATE_READ over the range so that, when they return 0, every page
  * of the range is in our page tables (a level is published only after that):
  *   POPULATE   MADV_POPULATE_READ alone (Linux >= 5.14): one syscall; on a
- *              cold cache the faults go through synchronous readahead
- *              (read_ahead_kb at a time).
+ *              cold cache the range is MADV_NORMAL for the call, so the
+ *              faults go through synchronous readahead (read_ahead_kb at a
+ *              time, running on past the range); everywhere else and at all
+ *              other times the mapping is MADV_RANDOM, so that a fault (an
+ *              inference touching a page the kernel reclaimed) reads only
+ *              its own page and never brings dropped planes back.
  *   WILLNEED   io_uring IORING_OP_MADVISE(MADV_WILLNEED) per chunk: the
  *              whole range is queued to the block layer at once, then the
  *              populate waits for it.
@@ -39,8 +43,9 @@
  * interior of each extent MADV_HUGEPAGE + MADV_RANDOM: a fault there reads
  * exactly one 2 MiB folio (VM_RAND_READ: no second folio ahead) and maps it
  * with one PMD.  The unaligned head and tail of an extent are marked
- * MADV_NOHUGEPAGE + MADV_NORMAL, so their faults never read around into a
- * neighbour's pages: the per-level byte accounting stays exact.  With PMD
+ * MADV_NOHUGEPAGE and stay MADV_RANDOM like the rest of the mapping, so
+ * their faults never read around into a neighbour's pages: the per-level
+ * byte accounting stays exact.  With PMD
  * folios a drop zaps one PMD and frees one folio per 2 MiB instead of 512
  * PTEs and 512 order-0 folios (docs/performance.md "Switching" has the
  * numbers).  On a cold cache the interior is filled by io_uring

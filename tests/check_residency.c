@@ -1104,6 +1104,63 @@ START_TEST(large_folios_page_in_exactly_and_drop_exactly)
 }
 END_TEST
 
+/*
+ * A fault on a page the kernel reclaimed (an inference touching a high plane
+ * under memory pressure) reads that page and no other: with the mapping's
+ * default read-around it would read read_ahead_kb around it and bring back
+ * planes a drop had just released.  An explicit POPULATE of a cold range,
+ * which reads around on purpose, leaves the mapping that way afterwards.
+ */
+START_TEST(a_stray_fault_reads_only_its_own_page)
+{
+	const uint64_t size = 4 * MIB, ps = (uint64_t)sysconf(_SC_PAGESIZE);
+	const struct nq_extent head = { 0, 256 * 1024 };
+	char path[640];
+	uint8_t *buf, *base;
+	struct nq_res r;
+	int fd;
+
+	if (!evictable())
+		NQ_SKIP("%s is tmpfs: its pages cannot be evicted to fault them back", nq_test_tmpdir());
+	snprintf(path, sizeof(path), "%s/stray.bin", nq_test_tmpdir());
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	buf = malloc(size);
+	for (uint64_t i = 0; i < size; i++)
+		buf[i] = (uint8_t)(i * 13 + (i >> 12));
+	ck_assert_int_eq(pwrite(fd, buf, size, 0), (ssize_t)size);
+	ck_assert_int_eq(fsync(fd), 0);
+	base = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(base, MAP_FAILED);
+	ck_assert_int_eq(nq_res_init(&r, fd, base, size, 0), 0);
+
+	for (int round = 0; round < 2; round++) {
+		ck_assert_int_eq(madvise(base, size, MADV_DONTNEED), 0);
+		ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+		ck_assert_uint_eq(cached_at(&r, 0, size), 0);
+		ck_assert_uint_eq(*(volatile uint8_t *)(base + 3 * MIB + 100), buf[3 * MIB + 100]);
+		ck_assert_uint_eq(cached_at(&r, 0, size), ps);
+		ck_assert_uint_eq(mapped_at(&r, 0, size), ps);
+		/* Round 0 then pages a cold range in by read-around on purpose. */
+		if (round == 0) {
+			ck_assert_int_eq(nq_res_page_in(&r, &head, 1, NQ_PAGEIN_POPULATE, NULL), 0);
+			ck_assert_uint_eq(mapped_at(&r, head.off, head.len), head.len);
+			ck_assert_int_eq(memcmp(base + head.off, buf + head.off, head.len), 0);
+			/* Its read-around goes on after the call returns: let it
+			 * settle, or the eviction below could miss its last pages. */
+			for (uint64_t was = UINT64_MAX, now; (now = cached_at(&r, 0, size)) != was;
+			     was = now)
+				usleep(100000);
+		}
+	}
+	nq_res_fini(&r);
+	munmap(base, size);
+	close(fd);
+	unlink(path);
+	free(buf);
+}
+END_TEST
+
 static Suite *residency_suite(void)
 {
 	Suite *s = suite_create("residency");
@@ -1118,6 +1175,7 @@ static Suite *residency_suite(void)
 	tcase_add_test(tc, another_mapping_keeps_its_pages);
 	tcase_add_test(tc, lazy_open_pages_nothing_in);
 	tcase_add_test(tc, large_folios_page_in_exactly_and_drop_exactly);
+	tcase_add_test(tc, a_stray_fault_reads_only_its_own_page);
 	suite_add_tcase(s, tc);
 	tcase_add_test(api, bad_requests_fail_clearly);
 	tcase_add_test(api, lock_resident_names_rlimit_memlock);
