@@ -107,6 +107,12 @@ static void *thread_main(void *arg)
 				return NULL;
 		/* Errors of one dispatch (a failed switch is logged) do not end the thread. */
 		nq_controller_dispatch(a->c);
+		/* A dispatch may have changed the source (the BPF monitor
+		 * unloaded: PSI; loaded again: BPF); status reports the one
+		 * in force. */
+		pthread_mutex_lock(&a->lock);
+		snprintf(a->info.source, sizeof(a->info.source), "%s", nq_controller_source(a->c));
+		pthread_mutex_unlock(&a->lock);
 	}
 	return NULL;
 }

@@ -80,14 +80,8 @@ int nq_res_init(struct nq_res *r, int fd, const uint8_t *base, uint64_t size, un
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 	/* Probe on the header page, which is always there. */
 	r->have_populate = madvise((void *)base, r->page, MADV_POPULATE_READ) == 0;
-	/*
-	 * The same for faults on the mapping: without MADV_RANDOM a fault on a
-	 * page the kernel reclaimed (a high plane under memory pressure) reads
-	 * read_ahead_kb around it, which is megabytes on many boards, and
-	 * fault-around then maps those neighbours: the residual planes a drop
-	 * just released come back, and the pressure they were dropped for with
-	 * them.  Page-in sets its own advice per extent (mark()).
-	 */
+	/* Faults read one page until the switch says nothing is dropped
+	 * (nq_res_read_around()). */
 	(void)madvise((void *)base, size, MADV_RANDOM);
 	/*
 	 * PMD-sized folios need the virtual address and the file offset to
@@ -376,6 +370,14 @@ static void unmark(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 	for (unsigned int i = 0; i < n; i++)
 		if (ext[i].len)
 			(void)madvise((void *)(r->base + ext[i].off), ext[i].len, MADV_RANDOM);
+}
+
+void nq_res_read_around(struct nq_res *r, bool on)
+{
+	if (r->fd < 0 || on == r->read_around)
+		return;
+	(void)madvise((void *)r->base, r->size, on ? MADV_NORMAL : MADV_RANDOM);
+	r->read_around = on;
 }
 
 static int pread_all(struct nq_res *r, const struct nq_extent *e)

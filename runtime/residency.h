@@ -16,10 +16,8 @@
  *   POPULATE   MADV_POPULATE_READ alone (Linux >= 5.14): one syscall; on a
  *              cold cache the range is MADV_NORMAL for the call, so the
  *              faults go through synchronous readahead (read_ahead_kb at a
- *              time, running on past the range); everywhere else and at all
- *              other times the mapping is MADV_RANDOM, so that a fault (an
- *              inference touching a page the kernel reclaimed) reads only
- *              its own page and never brings dropped planes back.
+ *              time, running on past the range).  Other faults read around
+ *              only while nothing is dropped (nq_res_read_around()).
  *   WILLNEED   io_uring IORING_OP_MADVISE(MADV_WILLNEED) per chunk: the
  *              whole range is queued to the block layer at once, then the
  *              populate waits for it.
@@ -43,9 +41,8 @@
  * interior of each extent MADV_HUGEPAGE + MADV_RANDOM: a fault there reads
  * exactly one 2 MiB folio (VM_RAND_READ: no second folio ahead) and maps it
  * with one PMD.  The unaligned head and tail of an extent are marked
- * MADV_NOHUGEPAGE and stay MADV_RANDOM like the rest of the mapping, so
- * their faults never read around into a neighbour's pages: the per-level
- * byte accounting stays exact.  With PMD folios a drop zaps one PMD and
+ * MADV_NOHUGEPAGE + MADV_RANDOM, so their faults never read around into a
+ * neighbour's pages: the per-level byte accounting stays exact.  With PMD folios a drop zaps one PMD and
  * frees one folio per 2 MiB instead of 512 PTEs and 512 order-0 folios
  * (docs/performance.md "Switching" has the numbers).  On a cold cache the
  * interior is filled by io_uring MADV_POPULATE_READ requests of 2 MiB each
@@ -107,6 +104,7 @@ struct nq_res {
 	bool have_uring;
 	bool have_populate;		/* MADV_POPULATE_READ works */
 	bool huge;			/* PMD-sized folios possible (see below) */
+	bool read_around;		/* faults read around (MADV_NORMAL): nothing is dropped */
 	struct io_uring ring;
 	uint8_t *scratch;		/* NQ_RES_CHUNK bytes, for READ/PREAD */
 	int pagemap_fd;			/* /proc/self/pagemap, -1 if unreadable */
@@ -154,6 +152,19 @@ int nq_res_mapped(const struct nq_res *r, uint64_t off, uint64_t len, uint64_t *
 /* cachestat(2) (Linux >= 6.5) over a file range: cached bytes.  -ENOSYS
  * where the kernel lacks it. */
 int nq_res_cachestat(int fd, uint64_t off, uint64_t len, uint64_t *bytes);
+
+/*
+ * How a fault on the mapping (a page the kernel reclaimed, or a lazy open)
+ * reads: on, around the page (MADV_NORMAL: read_ahead_kb at a time, one
+ * fault brings a small model back whole and fault-around maps it); off, that
+ * page alone (MADV_RANDOM).  Off from nq_res_init, and it must be off
+ * whenever some planes are dropped: a read-around window knows no region
+ * boundaries and would read them back into the page cache, under the very
+ * pressure they were dropped for.  The switch turns it on while every plane
+ * of the file is in force.  Huge interiors marked by a page-in keep
+ * MADV_HUGEPAGE either way.
+ */
+void nq_res_read_around(struct nq_res *r, bool on);
 
 /* mlock [off, off + len); -ENOMEM/-EPERM name RLIMIT_MEMLOCK and its value. */
 int nq_res_lock(struct nq_res *r, uint64_t off, uint64_t len);

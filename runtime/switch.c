@@ -343,6 +343,15 @@ static void plan(struct nq_switch *sw, unsigned int level, uint64_t budget, uint
 /* ------------------------------------------------------------------ */
 /* One switch, under sw->lock.                                          */
 
+/* Is every layer's top plane in force (nothing dropped anywhere)? */
+static bool all_in_force(struct nq_switch *sw)
+{
+	for (uint32_t j = 0; j < sw->layers; j++)
+		if (atomic_load(&sw->cap[j]) + 1u < sw->levels)
+			return false;
+	return true;
+}
+
 static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 		 struct nq_switch_result *out, uint64_t t0)
 {
@@ -378,6 +387,8 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 		}
 	}
 	if (kmin != UINT32_MAX) {
+		/* Before any plane goes: no fault may read it back. */
+		nq_res_read_around(&sw->res, false);
 		atomic_fetch_add(&sw->drops, 1);	/* withdraws running inferences */
 		out->wait_ns = wait_readers(sw, kmin);
 		for (uint32_t k = kmin; k <= kmax; k++) {
@@ -428,6 +439,10 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	atomic_store(&m->level, level);
 	sw->budget = budget;
 	atomic_fetch_add(&sw->switches, 1);
+	/* Every plane in force: a fault (a page the kernel took) may read
+	 * around it, since everything it reads is wanted. */
+	if (all_in_force(sw))
+		nq_res_read_around(&sw->res, true);
 out:
 	out->status = err;
 	out->level = atomic_load(&m->level);
@@ -794,7 +809,9 @@ int nq_switch_init(struct nq_model *m, const struct nq_model_opts *opts, unsigne
 			return err;
 	}
 	if (flags & NQ_OPEN_LAZY) {
-		/* Nothing paged in: the level is usable, its pages fault in on use. */
+		/* Nothing paged in: the level is usable, its pages fault in on
+		 * use, a read-around window at a time (nothing is dropped yet). */
+		nq_res_read_around(&sw->res, true);
 		for (uint32_t j = 0; j < sw->layers; j++)
 			atomic_store(&sw->cap[j], (uint8_t)level);
 		atomic_store(&m->level, level);

@@ -45,7 +45,10 @@ struct nq_session;
 
 /* How a level's planes are brought into memory (see nq_model_switch). */
 enum nq_pagein {
-	NQ_PAGEIN_DEFAULT = 0,	/* WILLNEED when cold, POPULATE when cached (docs/performance.md) */
+	/* Cold: WILLNEED, or where 2 MiB folios are possible io_uring
+	 * MADV_POPULATE_READ per 2 MiB with WILLNEED at the unaligned ends;
+	 * all cached: POPULATE (docs/performance.md "Switching"). */
+	NQ_PAGEIN_DEFAULT = 0,
 	NQ_PAGEIN_POPULATE,	/* madvise(MADV_POPULATE_READ) alone */
 	NQ_PAGEIN_WILLNEED,	/* io_uring MADV_WILLNEED batches, then populate */
 	NQ_PAGEIN_READ,		/* io_uring reads into scratch (fills the cache), then populate */

@@ -8,8 +8,8 @@
 #     source psi; the server keeps answering, every answer right for the
 #     level it reports; pressure after the unload (a file reader thrashing
 #     inside the cgroup's limit) is still acted on: a down decision whose
-#     cause is a PSI trigger.  `monitor load` again: a "loaded again" line,
-#     source bpf.  After serve exits the cgroup is no longer watched.
+#     cause is a PSI trigger; `query --status` names psi.  `monitor load`
+#     again: a "loaded again" line, source bpf, and status names bpf.  After serve exits the cgroup is no longer watched.
 #  2. `--signal bpf` (explicit) through the same controller (`nestquant
 #     pressure`): after the unload no fallback ("--signal bpf was asked for,
 #     so no fallback"), source none, the process keeps running; a reload
@@ -119,6 +119,8 @@ wait $READER
 query_ok under-psi
 status=$("$NQ" query --socket "$S" --status) || fail "status: $status"
 echo "$status" | grep -q '"level":0,' || fail "serve is not at level 0 after the PSI down: $status"
+echo "$status" | grep -q '"autoswitch":{"source":"psi"' ||
+	fail "serve's status does not name PSI as the source in force: $status"
 
 # The monitor comes back: the server re-attaches to it.
 "$NQ" monitor load --pin-dir "$PIN" >/dev/null || fail "reload"
@@ -129,6 +131,9 @@ grep 'BPF monitor loaded again' "$LOG" | grep -q '"source":"bpf"' ||
 grep -q "watched cgroups: [1-9]" "$TMP/status.out" ||
 	fail "the re-attached server watches no cgroup: $(cat "$TMP/status.out")"
 query_ok after-reload
+status=$("$NQ" query --socket "$S" --status) || fail "status: $status"
+echo "$status" | grep -q '"autoswitch":{"source":"bpf"' ||
+	fail "serve's status does not name BPF as the source after the reload: $status"
 kill -TERM "$LAUNCH"
 wait "$LAUNCH"
 rc=$?
