@@ -42,11 +42,11 @@
  * exactly one 2 MiB folio (VM_RAND_READ: no second folio ahead) and maps it
  * with one PMD.  The unaligned head and tail of an extent are marked
  * MADV_NOHUGEPAGE + MADV_RANDOM, so their faults never read around into a
- * neighbour's pages: the per-level byte accounting stays exact.  With PMD folios a drop zaps one PMD and
- * frees one folio per 2 MiB instead of 512 PTEs and 512 order-0 folios
- * (docs/performance.md "Switching" has the numbers).  On a cold cache the
- * interior is filled by io_uring MADV_POPULATE_READ requests of 2 MiB each
- * (io-wq runs them in parallel);
+ * neighbour's pages: the per-level byte accounting stays exact.  With PMD
+ * folios a drop zaps one PMD and frees one folio per 2 MiB instead of 512
+ * PTEs and 512 order-0 folios (docs/performance.md "Switching" has the
+ * numbers).  On a cold cache the interior is filled by io_uring
+ * MADV_POPULATE_READ requests of 2 MiB each (io-wq runs them in parallel);
  * MADV_WILLNEED and reads would allocate order-0 folios (forced readahead)
  * and are used for the head and tail only, or when asked for explicitly.
  * A drop that ends inside a 2 MiB block (a budget step) would lose more:
