@@ -299,6 +299,15 @@ int nq_cgroup_id(const char *dir, uint64_t *id)
 	return 0;
 }
 
+int nq_cgroup_still(const char *dir, uint64_t id)
+{
+	struct stat st;
+
+	if (stat(dir, &st))
+		return -errno;
+	return !id || (uint64_t)st.st_ino == id ? 0 : -ESTALE;
+}
+
 static int make_dir(const char *dir)
 {
 	if (!mkdir(dir, 0755))

@@ -57,6 +57,10 @@ int nq_cgroup_version(const char *dir);
 
 /* Kernel id of a cgroup (its kernfs inode number, as BPF sees it). */
 int nq_cgroup_id(const char *dir, uint64_t *id);
+/* Is dir still the cgroup whose id was taken (id 0: any cgroup there)?
+ * 0 yes; -ESTALE: another cgroup of the same name; -ENOENT: removed; other
+ * -errno from stat (transient).  Silent (no nq_fail): callers poll it. */
+int nq_cgroup_still(const char *dir, uint64_t id);
 
 struct nq_cgroup {
 	int version;

@@ -18,6 +18,7 @@
 #include "cgroup.h"
 #include "nq_error.h"
 #include "policy.h"
+#include "serve.h"	/* nq_serve_json_escape */
 
 enum { TAG_SIGNAL = 1, TAG_TIMER = 2 };
 
@@ -50,26 +51,6 @@ static const char *env_or(const char *v, const char *name)
 		return v;
 	e = getenv(name);
 	return e && *e ? e : NULL;
-}
-
-/* Write s as a JSON string body (no quotes) into buf. */
-static void json_escape(char *buf, size_t len, const char *s)
-{
-	size_t o = 0;
-
-	for (; *s && o + 7 < len; s++) {
-		unsigned char ch = (unsigned char)*s;
-
-		if (ch == '"' || ch == '\\') {
-			buf[o++] = '\\';
-			buf[o++] = ch;
-		} else if (ch < 0x20) {
-			o += snprintf(buf + o, len - o, "\\u%04x", ch);
-		} else {
-			buf[o++] = ch;
-		}
-	}
-	buf[o] = '\0';
 }
 
 static void log_line(struct nq_controller *c, const char *line, size_t len)
@@ -197,7 +178,7 @@ static void log_notices(struct nq_controller *c)
 	int n;
 
 	while ((msg = nq_signal_notice(c->sig))) {
-		json_escape(esc, sizeof(esc), msg);
+		nq_serve_json_escape(esc, sizeof(esc), msg);
 		n = snprintf(line, sizeof(line), "{\"event\":\"source\",\"pid\":%d,\"time_ns\":%"
 			     PRIu64 ",\"source\":\"%s\",\"message\":\"%s\"}\n", (int)getpid(),
 			     nq_monotonic_ns(), nq_signal_kind_name(nq_signal_kind(c->sig)), esc);
@@ -337,8 +318,8 @@ static void log_start(struct nq_controller *c, uint64_t now)
 	char sel[2048], cg[1024], line[4096];
 	int n;
 
-	json_escape(sel, sizeof(sel), nq_signal_selection(c->sig));
-	json_escape(cg, sizeof(cg), c->cgroup);
+	nq_serve_json_escape(sel, sizeof(sel), nq_signal_selection(c->sig));
+	nq_serve_json_escape(cg, sizeof(cg), c->cgroup);
 	n = snprintf(line, sizeof(line),
 		     "{\"event\":\"start\",\"pid\":%d,\"time_ns\":%" PRIu64 ",\"source\":\"%s\","
 		     "\"selection\":\"%s\",\"cgroup\":\"%s\",\"limit\":%" PRIu64 ",\"high\":%" PRIu64

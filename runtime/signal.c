@@ -377,20 +377,18 @@ static void try_reattach(struct nq_signal *s)
 /* The watched cgroup's directory is gone (or is another cgroup now). */
 static void check_cgroup(struct nq_signal *s)
 {
-	struct stat st;
 	const char *why;
+	int err;
 
 	if (s->cgroup_gone || !s->cgroup[0] || !s->cgroup_id)
 		return;
-	if (!stat(s->cgroup, &st)) {
-		if ((uint64_t)st.st_ino == s->cgroup_id)
-			return;
+	err = nq_cgroup_still(s->cgroup, s->cgroup_id);
+	if (err == -ESTALE)
 		why = "a new cgroup of the same name is there";
-	} else if (errno == ENOENT) {
+	else if (err == -ENOENT)
 		why = strerror(ENOENT);
-	} else {
-		return;	/* transient (EINTR, ENOMEM): look again next time */
-	}
+	else
+		return;	/* still ours, or transient (EINTR, ENOMEM): look again next time */
 	s->cgroup_gone = true;
 	if (s->ops && s->ops->cgroup_gone)
 		s->ops->cgroup_gone(s);

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -281,15 +280,16 @@ static int report_exit(const struct opts *o, const struct nq_cgroup *cg, int sta
 	return WEXITSTATUS(status);
 }
 
-/* Still our cgroup?  (A new one of the same name has another inode.) */
-static bool cgroup_exists(const char *dir, uint64_t id)
+/* Drop the cgroup's monitor entry, by id: the directory may be gone already. */
+static void unwatch(const struct opts *o, const char *pin, uint64_t id, bool *watched)
 {
-	struct stat st;
-
-	return !stat(dir, &st) && (!id || (uint64_t)st.st_ino == id);
+	if (*watched && nq_monitor_forget_cgroup(pin, id) && !o->quiet)
+		fprintf(stderr, "nestquant launch: unregistering from the monitor: %s\n",
+			nq_last_error());
+	*watched = false;
 }
 
-/* The cgroup is gone: say so once and drop its monitor entry by id. */
+/* The cgroup is gone: say so once and drop its monitor entry. */
 static void cgroup_removed(const struct opts *o, const struct nq_cgroup *cg, const char *pin,
 			   uint64_t id, bool *watched, bool running)
 {
@@ -298,10 +298,7 @@ static void cgroup_removed(const struct opts *o, const struct nq_cgroup *cg, con
 			"%s%s\n", cg->dir, running ? "while CMD runs: CMD now runs without its "
 			"memory limit" : "before CMD exited: nothing left to remove",
 			*watched ? "; unregistered from the BPF monitor" : "");
-	if (*watched && nq_monitor_forget_cgroup(pin, id) && !o->quiet)
-		fprintf(stderr, "nestquant launch: unregistering from the monitor: %s\n",
-			nq_last_error());
-	*watched = false;
+	unwatch(o, pin, id, watched);
 }
 
 /*
@@ -321,7 +318,7 @@ static void wait_child(const struct opts *o, const struct nq_cgroup *cg, const c
 
 		if (n > 0 || (n < 0 && errno != EINTR))
 			break;
-		if (!n && !*gone && !cgroup_exists(cg->dir, id)) {
+		if (!n && !*gone && nq_cgroup_still(cg->dir, id)) {
 			*gone = true;
 			cgroup_removed(o, cg, pin, id, watched, true);
 		}
@@ -473,14 +470,11 @@ static int launch(const struct opts *o)
 	set_handlers(false);
 
 out_unwatch:
-	/* By id: the directory may be gone already. */
-	if (!gone && !cgroup_exists(cg.dir, id)) {
+	if (!gone && nq_cgroup_still(cg.dir, id)) {
 		gone = true;
 		cgroup_removed(o, &cg, pin, id, &watched, false);
 	}
-	if (watched && nq_monitor_forget_cgroup(pin, id) && !o->quiet)
-		fprintf(stderr, "nestquant launch: unregistering from the monitor: %s\n",
-			nq_last_error());
+	unwatch(o, pin, id, &watched);
 out_remove:
 	left = gone ? 0 : nq_cgroup_nprocs(cg.dir);
 	nq_clear_error();

@@ -22,6 +22,7 @@
 #include "cli.h"
 #include "nq_error.h"
 #include "policy.h"
+#include "serve.h"	/* nq_serve_json_escape */
 
 static void usage(FILE *out)
 {
@@ -184,26 +185,11 @@ static int remaining_ms(const struct opts *o, uint64_t start)
 	return left <= 0 ? 0 : (int)left + 1;
 }
 
-/* s as the inside of a JSON string (quotes, backslashes; controls dropped). */
-static void json_escape(char *esc, size_t size, const char *s)
-{
-	size_t o = 0;
-
-	for (; *s && o + 3 < size; s++) {
-		if ((unsigned char)*s < 0x20)
-			continue;
-		if (*s == '"' || *s == '\\')
-			esc[o++] = '\\';
-		esc[o++] = *s;
-	}
-	esc[o] = '\0';
-}
-
 static void print_start(const char *source, const char *selection)
 {
 	char esc[2048];
 
-	json_escape(esc, sizeof(esc), selection);
+	nq_serve_json_escape(esc, sizeof(esc), selection);
 	printf("{\"event\":\"start\",\"pid\":%d,\"source\":\"%s\",\"selection\":\"%s\"}\n",
 	       (int)getpid(), source, esc);
 	fflush(stdout);
@@ -267,7 +253,7 @@ static int follow_events(const struct opts *o)
 		for (const char *msg; (msg = nq_signal_notice(s));) {
 			char esc[2048];
 
-			json_escape(esc, sizeof(esc), msg);
+			nq_serve_json_escape(esc, sizeof(esc), msg);
 			printf("{\"event\":\"source\",\"source\":\"%s\",\"message\":\"%s\"}\n",
 			       nq_signal_kind_name(nq_signal_kind(s)), esc);
 			fprintf(stderr, "nestquant pressure: %s\n", msg);
