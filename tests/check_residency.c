@@ -1008,6 +1008,25 @@ static uint64_t mapped_at(const struct nq_res *r, uint64_t off, uint64_t len)
 	return b;
 }
 
+/* A size-byte file NAME in the test directory, written with a pattern
+ * that differs from page to page and synced to disk; its path goes to
+ * path, the bytes to *buf (malloc'd).  Returns the fd, open read-write. */
+static int patterned_file(const char *name, uint64_t size, char *path, size_t len, uint8_t **buf)
+{
+	int fd;
+
+	snprintf(path, len, "%s/%s", nq_test_tmpdir(), name);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	ck_assert_int_ge(fd, 0);
+	*buf = malloc(size);
+	ck_assert_ptr_nonnull(*buf);
+	for (uint64_t i = 0; i < size; i++)
+		(*buf)[i] = (uint8_t)(i * 7 + (i >> 12));
+	ck_assert_int_eq(pwrite(fd, *buf, size, 0), (ssize_t)size);
+	ck_assert_int_eq(fsync(fd), 0);
+	return fd;
+}
+
 /*
  * A 10 MiB file mapped 2 MiB-aligned: a page-in of a range with unaligned
  * ends reads exactly the range (nothing around it is cached) and maps its
@@ -1028,14 +1047,7 @@ START_TEST(large_folios_page_in_exactly_and_drop_exactly)
 	struct nq_res r;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/huge.bin", nq_test_tmpdir());
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	ck_assert_int_ge(fd, 0);
-	buf = malloc(size);
-	for (uint64_t i = 0; i < size; i++)
-		buf[i] = (uint8_t)(i * 7 + (i >> 12));
-	ck_assert_int_eq(pwrite(fd, buf, size, 0), (ssize_t)size);
-	ck_assert_int_eq(fsync(fd), 0);
+	fd = patterned_file("huge.bin", size, path, sizeof(path), &buf);
 	resv = mmap(NULL, size + 2 * MIB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	ck_assert_ptr_ne(resv, MAP_FAILED);
 	base = (uint8_t *)(((uintptr_t)resv + 2 * MIB - 1) & ~(uintptr_t)(2 * MIB - 1));
@@ -1146,14 +1158,7 @@ START_TEST(a_stray_fault_reads_only_its_own_page)
 
 	if (!evictable())
 		NQ_SKIP("%s is tmpfs: its pages cannot be evicted to fault them back", nq_test_tmpdir());
-	snprintf(path, sizeof(path), "%s/stray.bin", nq_test_tmpdir());
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	ck_assert_int_ge(fd, 0);
-	buf = malloc(size);
-	for (uint64_t i = 0; i < size; i++)
-		buf[i] = (uint8_t)(i * 13 + (i >> 12));
-	ck_assert_int_eq(pwrite(fd, buf, size, 0), (ssize_t)size);
-	ck_assert_int_eq(fsync(fd), 0);
+	fd = patterned_file("stray.bin", size, path, sizeof(path), &buf);
 	ra_kb = read_ahead_kb(path);
 	base = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
 	ck_assert_ptr_ne(base, MAP_FAILED);

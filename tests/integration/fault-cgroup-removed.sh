@@ -17,24 +17,13 @@
 # Exit 0 pass, 77 skip (last line says why), other = fail.
 set -u
 
-O=${O:-build}
-NQ=${NESTQUANT:-${NQ_BUILD:-$O}/nestquant}
-case $NQ in /*) ;; *) NQ=$(pwd)/$NQ ;; esac
-TOOLS=${NQ_TOOLS:-$(dirname "$NQ")/tests/tools}
+. "$(dirname "$0")/fault-lib.sh"
 TMP=$(mktemp -d /var/tmp/nqtest-fault-cgroup.XXXXXX)
 PIN=/sys/fs/bpf/nqtest-fault-cgroup-$$
 LAUNCH=
 BPF=
 notes=
 
-skip() { echo "$1"; exit 77; }
-fail() {
-	echo "FAIL: $*"
-	for f in "$TMP"/*.err "$TMP"/*.jsonl "$TMP"/*.out; do
-		[ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -n 12
-	done
-	exit 1
-}
 cleanup() {
 	[ -z "$LAUNCH" ] || kill -TERM "$LAUNCH" 2>/dev/null
 	wait 2>/dev/null
@@ -54,14 +43,6 @@ else
 	notes="$notes (BPF monitor unavailable, its part not checked: $out)"
 fi
 
-wait_for() {
-	t=0
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ $t -lt "$3" ] || return 1
-		sleep 0.1
-		t=$((t + 1))
-	done
-}
 watched() { "$NQ" monitor status --pin-dir "$PIN" | sed -n 's/^watched cgroups: \([0-9]*\).*/\1/p'; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
@@ -73,11 +54,7 @@ LOG=$TMP/decisions.jsonl
 "$NQ" launch --memory-max 64M --pin-dir "$PIN" --signal auto --policy-log "$LOG" -- \
 	"$NQ" serve "$M" --socket "$S" --threads 1 >"$TMP/serve.out" 2>"$TMP/serve.err" &
 LAUNCH=$!
-wait_for "$TMP/serve.out" '"event":"ready"' 100 || fail "serve under launch did not start"
-SPID=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$TMP/serve.out")
-CG=$(tr '\0' '\n' <"/proc/$SPID/environ" | sed -n 's/^NQ_CGROUP=//p')
-PSI=$(tr '\0' '\n' <"/proc/$SPID/environ" | sed -n 's/^NQ_PSI_PATH=//p')
-[ -d "$CG" ] || fail "no cgroup for serve ($CG)"
+serve_started
 if [ -n "$BPF" ]; then
 	grep -q '"event":"start".*"source":"bpf"' "$LOG" || fail "serve is not on bpf"
 	[ "$(watched)" -ge 1 ] || fail "the cgroup is not watched by the monitor"

@@ -17,24 +17,13 @@
 # Exit 0 pass, 77 skip (last line says why), other = fail.
 set -u
 
-O=${O:-build}
-NQ=${NESTQUANT:-${NQ_BUILD:-$O}/nestquant}
-case $NQ in /*) ;; *) NQ=$(pwd)/$NQ ;; esac
-TOOLS=${NQ_TOOLS:-$(dirname "$NQ")/tests/tools}
+. "$(dirname "$0")/fault-lib.sh"
 TMP=$(mktemp -d /var/tmp/nqtest-fault-monitor.XXXXXX)
 PIN=/sys/fs/bpf/nqtest-fault-monitor-$$
 LAUNCH=
 PRESS=
 notes=
 
-skip() { echo "$1"; exit 77; }
-fail() {
-	echo "FAIL: $*"
-	for f in "$TMP"/*.err "$TMP"/*.jsonl "$TMP"/*.out; do
-		[ -f "$f" ] && sed "s|^|  $(basename "$f"): |" "$f" | tail -n 12
-	done
-	exit 1
-}
 cleanup() {
 	touch "$TMP/stop" 2>/dev/null
 	for p in $LAUNCH $PRESS; do kill -TERM "$p" 2>/dev/null; done
@@ -52,17 +41,15 @@ grep -qw memory /proc/cgroups || skip "the kernel has no memory cgroup controlle
 [ -e /proc/pressure/memory ] || skip "no PSI (/proc/pressure/memory missing): nothing to fall back to"
 out=$("$NQ" monitor load --pin-dir "$PIN" 2>&1) || skip "BPF monitor cannot load here: $out"
 
-# wait_for FILE PATTERN TENTHS: until a line of FILE matches.
-wait_for() {
-	t=0
-	until grep -q "$2" "$1" 2>/dev/null; do
-		[ $t -lt "$3" ] || return 1
-		sleep 0.1
-		t=$((t + 1))
-	done
-}
-
 . "$(dirname "$0")/served-answers.sh"
+
+# unload_seen LOG WHO: unload the monitor; set `line` to LOG's first
+# "source" line, which must come within 3 s.
+unload_seen() {
+	"$NQ" monitor unload --pin-dir "$PIN" >/dev/null || fail "$2: unload"
+	wait_for "$1" '"event":"source"' 30 || fail "$2: no source line within 3 s of the unload"
+	line=$(grep '"event":"source"' "$1" | head -n 1)
+}
 
 # ---- 1. serve under launch, auto ------------------------------------------------
 # Only events move it down (usage never exceeds 100 %); PSI: 10 ms of stall
@@ -75,16 +62,11 @@ LOG=$TMP/decisions.jsonl
 	--policy-log "$LOG" -- "$NQ" serve "$M" --socket "$S" --threads 1 \
 	>"$TMP/serve.out" 2>"$TMP/serve.err" &
 LAUNCH=$!
-wait_for "$TMP/serve.out" '"event":"ready"' 100 || fail "serve under launch did not start"
-SPID=$(sed -n 's/.*"pid":\([0-9]*\).*/\1/p' "$TMP/serve.out")
-CG=$(tr '\0' '\n' <"/proc/$SPID/environ" | sed -n 's/^NQ_CGROUP=//p')
-[ -d "$CG" ] || fail "no cgroup for serve ($CG)"
+serve_started
 grep -q '"event":"start".*"source":"bpf"' "$LOG" || fail "serve's autoswitch is not on bpf"
 query_ok before
 
-"$NQ" monitor unload --pin-dir "$PIN" >/dev/null || fail "unload with serve attached"
-wait_for "$LOG" '"event":"source"' 30 || fail "no source line within 3 s of the unload"
-line=$(grep '"event":"source"' "$LOG" | head -n 1)
+unload_seen "$LOG" "serve attached"
 echo "$line" | grep -q '"source":"psi"' || fail "source after the unload is not psi: $line"
 echo "$line" | grep -q '"message":"BPF monitor unloaded (pin [^)]*ring[0-9]* is gone); falling back to PSI (' ||
 	fail "the line does not name the loss and PSI: $line"
@@ -96,7 +78,6 @@ query_ok after-unload
 # 48 MiB cgroup; PSI must report the refault stalls and the policy go down.
 # The reader joins serve's memory cgroup and, on v1, the companion cgroup2
 # whose memory.pressure the PSI source watches (NQ_PSI_PATH).
-PSI=$(tr '\0' '\n' <"/proc/$SPID/environ" | sed -n 's/^NQ_PSI_PATH=//p')
 PSICG=
 [ -n "$PSI" ] && PSICG=$(dirname "$PSI")
 sh -c 'echo $$ >"$1/cgroup.procs" || exit 1
@@ -151,9 +132,7 @@ mkdir "$CG2" || fail "cannot make $CG2"
 	--log "$TMP/explicit.jsonl" >"$TMP/explicit.out" 2>"$TMP/explicit.err" &
 PRESS=$!
 wait_for "$TMP/explicit.jsonl" '"event":"start".*"source":"bpf"' 50 || fail "explicit bpf did not start"
-"$NQ" monitor unload --pin-dir "$PIN" >/dev/null || fail "second unload"
-wait_for "$TMP/explicit.jsonl" '"event":"source"' 30 || fail "explicit: no source line after the unload"
-line=$(grep '"event":"source"' "$TMP/explicit.jsonl" | head -n 1)
+unload_seen "$TMP/explicit.jsonl" explicit
 echo "$line" | grep -q '"source":"none"' || fail "explicit bpf fell back to something: $line"
 echo "$line" | grep -q 'BPF monitor unloaded (.*); --signal bpf was asked for, so no fallback' ||
 	fail "explicit: message: $line"
