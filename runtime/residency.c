@@ -334,18 +334,24 @@ static int advise(struct nq_res *r, uint64_t off, uint64_t len, int a1, int a2)
 	return 0;
 }
 
+/* The mapping's fault advice outside a page-in (nq_res_read_around()). */
+static int resting(const struct nq_res *r)
+{
+	return r->read_around ? MADV_NORMAL : MADV_RANDOM;
+}
+
 /*
  * Set the fault behaviour of e before paging it in (see "Large folios" in
  * residency.h): interior huge and random, head and tail not huge, so an
  * earlier page-in of a larger range cannot make a fault here read past e.
- * Outside huge interiors faults read one page (MADV_RANDOM, as the whole
- * mapping is from nq_res_init) unless around is set: an explicit POPULATE of
- * a cold range, whose faults are meant to read around (unmark() then puts
- * MADV_RANDOM back).  A kernel without THP turns large folios off for good.
+ * Outside huge interiors the mapping's resting advice stands unless around
+ * is set: an explicit POPULATE of a cold range, whose faults are meant to
+ * read around (unmark() then puts the resting advice back).  A kernel
+ * without THP turns large folios off for good.
  */
 static void mark(struct nq_res *r, const struct nq_extent *e, bool around)
 {
-	int edge = around ? MADV_NORMAL : MADV_RANDOM;
+	int edge = around ? MADV_NORMAL : resting(r);
 	uint64_t a, b, end = e->off + e->len;
 
 	if (!e->len)
@@ -364,12 +370,12 @@ static void mark(struct nq_res *r, const struct nq_extent *e, bool around)
 	}
 }
 
-/* After a read-around populate: faults read one page again (huge interiors keep MADV_HUGEPAGE). */
+/* After a read-around populate: the resting advice again (huge interiors keep MADV_HUGEPAGE). */
 static void unmark(struct nq_res *r, const struct nq_extent *ext, unsigned int n)
 {
 	for (unsigned int i = 0; i < n; i++)
 		if (ext[i].len)
-			(void)madvise((void *)(r->base + ext[i].off), ext[i].len, MADV_RANDOM);
+			(void)madvise((void *)(r->base + ext[i].off), ext[i].len, resting(r));
 }
 
 void nq_res_read_around(struct nq_res *r, bool on)
