@@ -80,8 +80,8 @@ int nq_res_init(struct nq_res *r, int fd, const uint8_t *base, uint64_t size, un
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 	/* Probe on the header page, which is always there. */
 	r->have_populate = madvise((void *)base, r->page, MADV_POPULATE_READ) == 0;
-	/* Faults read one page until the switch says nothing is dropped
-	 * (nq_res_read_around()). */
+	/* Faults read one page until the switch says which part of the
+	 * file is in use (nq_res_random_from()). */
 	(void)madvise((void *)base, size, MADV_RANDOM);
 	/*
 	 * PMD-sized folios need the virtual address and the file offset to
@@ -334,56 +334,68 @@ static int advise(struct nq_res *r, uint64_t off, uint64_t len, int a1, int a2)
 	return 0;
 }
 
-/* The mapping's fault advice outside a page-in (nq_res_read_around()). */
-static int resting(const struct nq_res *r)
+/* [off, off + len) back to the mapping's fault advice outside a page-in
+ * (nq_res_random_from()): MADV_NORMAL below random_from, MADV_RANDOM above. */
+static void rest(const struct nq_res *r, uint64_t off, uint64_t len)
 {
-	return r->read_around ? MADV_NORMAL : MADV_RANDOM;
+	uint64_t cut = r->random_from < off ? off : r->random_from > off + len ? off + len :
+		       r->random_from;
+
+	if (cut > off)
+		(void)madvise((void *)(r->base + off), cut - off, MADV_NORMAL);
+	if (off + len > cut)
+		(void)madvise((void *)(r->base + cut), off + len - cut, MADV_RANDOM);
 }
 
 /*
- * Set the fault behaviour of e before paging it in (see "Large folios" in
- * residency.h): interior huge and random, head and tail not huge, so an
- * earlier page-in of a larger range cannot make a fault here read past e.
- * Outside huge interiors the mapping's resting advice stands unless around
- * is set: an explicit POPULATE of a cold range, whose faults are meant to
- * read around (unmark() then puts the resting advice back).  A kernel
- * without THP turns large folios off for good.
+ * Set the fault behaviour of e for a page-in (see "Large folios" in
+ * residency.h): exact, one page (or one PMD folio in a huge interior) per
+ * fault, so that the bytes read are the range's and no neighbour's; head
+ * and tail not huge, so an earlier page-in of a larger range cannot make a
+ * fault here read past e.  Unless around is set: an explicit POPULATE of a
+ * cold range, whose faults are meant to read around.  Afterwards unmark()
+ * puts the resting advice back (huge interiors keep MADV_HUGEPAGE).  A
+ * kernel without THP turns large folios off for good.
  */
 static void mark(struct nq_res *r, const struct nq_extent *e, bool around)
 {
-	int edge = around ? MADV_NORMAL : resting(r);
+	const int edge = around ? MADV_NORMAL : MADV_RANDOM;
 	uint64_t a, b, end = e->off + e->len;
 
 	if (!e->len)
 		return;
-	if (!r->huge) {
-		if (around)
-			(void)madvise((void *)(r->base + e->off), e->len, MADV_NORMAL);
-		return;
-	}
-	interior(r, e, &a, &b);
-	if (advise(r, e->off, a - e->off, MADV_NOHUGEPAGE, edge) ||
-	    advise(r, b, end - b, MADV_NOHUGEPAGE, edge) ||
-	    advise(r, a, b - a, MADV_HUGEPAGE, MADV_RANDOM)) {
+	if (r->huge) {
+		interior(r, e, &a, &b);
+		if (!advise(r, e->off, a - e->off, MADV_NOHUGEPAGE, edge) &&
+		    !advise(r, b, end - b, MADV_NOHUGEPAGE, edge) &&
+		    !advise(r, a, b - a, MADV_HUGEPAGE, MADV_RANDOM))
+			return;
 		r->huge = false;
-		(void)madvise((void *)(r->base + e->off), e->len, edge);
 	}
+	(void)madvise((void *)(r->base + e->off), e->len, edge);
 }
 
-/* After a read-around populate: the resting advice again (huge interiors keep MADV_HUGEPAGE). */
+/* After a page-in: the resting advice again. */
 static void unmark(struct nq_res *r, const struct nq_extent *ext, unsigned int n)
 {
 	for (unsigned int i = 0; i < n; i++)
 		if (ext[i].len)
-			(void)madvise((void *)(r->base + ext[i].off), ext[i].len, resting(r));
+			rest(r, ext[i].off, ext[i].len);
 }
 
-void nq_res_read_around(struct nq_res *r, bool on)
+void nq_res_random_from(struct nq_res *r, uint64_t from)
 {
-	if (r->fd < 0 || on == r->read_around)
+	uint64_t was = r->random_from;
+
+	from = from >= r->size ? r->size : from / r->page * r->page;
+	if (r->fd < 0 || from == was)
 		return;
-	(void)madvise((void *)r->base, r->size, on ? MADV_NORMAL : MADV_RANDOM);
-	r->read_around = on;
+	/* Only the part that changes sides: fewer VMA splits and merges. */
+	if (from > was)
+		(void)madvise((void *)(r->base + was), from - was, MADV_NORMAL);
+	else
+		(void)madvise((void *)(r->base + from), was - from, MADV_RANDOM);
+	r->random_from = from;
 }
 
 static int pread_all(struct nq_res *r, const struct nq_extent *e)
@@ -484,8 +496,7 @@ int nq_res_page_in(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 	}
 	for (unsigned int i = 0; i < n && !err; i++)
 		err = populate(r, &ext[i]);
-	if (around)
-		unmark(r, ext, n);
+	unmark(r, ext, n);
 	if (err)
 		return err;
 	if (bytes_read)

@@ -16,8 +16,8 @@
  *   POPULATE   MADV_POPULATE_READ alone (Linux >= 5.14): one syscall; on a
  *              cold cache the range is MADV_NORMAL for the call, so the
  *              faults go through synchronous readahead (read_ahead_kb at a
- *              time, running on past the range).  Other faults read around
- *              only while nothing is dropped (nq_res_read_around()).
+ *              time, running on past the range).  Other faults read as
+ *              nq_res_random_from() says.
  *   WILLNEED   io_uring IORING_OP_MADVISE(MADV_WILLNEED) per chunk: the
  *              whole range is queued to the block layer at once, then the
  *              populate waits for it.
@@ -104,7 +104,7 @@ struct nq_res {
 	bool have_uring;
 	bool have_populate;		/* MADV_POPULATE_READ works */
 	bool huge;			/* PMD-sized folios possible (see below) */
-	bool read_around;		/* faults read around (MADV_NORMAL): nothing is dropped */
+	uint64_t random_from;		/* MADV_RANDOM from here on (nq_res_random_from()) */
 	struct io_uring ring;
 	uint8_t *scratch;		/* NQ_RES_CHUNK bytes, for READ/PREAD */
 	int pagemap_fd;			/* /proc/self/pagemap, -1 if unreadable */
@@ -154,17 +154,27 @@ int nq_res_mapped(const struct nq_res *r, uint64_t off, uint64_t len, uint64_t *
 int nq_res_cachestat(int fd, uint64_t off, uint64_t len, uint64_t *bytes);
 
 /*
- * How a fault on the mapping (a page the kernel reclaimed, or a lazy open)
- * reads: on, around the page (MADV_NORMAL: read_ahead_kb at a time, one
- * fault brings a small model back whole and fault-around maps it); off, that
- * page alone (MADV_RANDOM).  Off from nq_res_init, and it must be off
- * whenever some planes are dropped: a read-around window knows no region
- * boundaries and would read them back into the page cache, under the very
- * pressure they were dropped for.  The switch turns it on while every plane
- * of the file is in force.  Huge interiors marked by a page-in keep
- * MADV_HUGEPAGE either way.
+ * The mapping's fault advice, by file offset: [0, from) MADV_NORMAL, the
+ * rest MADV_RANDOM (from is rounded down to a page; nq_res_init starts with
+ * 0, all random).  The switch keeps `from` at the first byte it dropped, or
+ * the file size while every plane is in force.  MADV_RANDOM does two things
+ * and we want both only where planes are dropped:
+ *  - a fault reads its page alone, not a read_ahead_kb window around it,
+ *    which knows no region boundaries: a stray fault in a dropped range
+ *    does not read the range back, under the very pressure it was dropped
+ *    for;
+ *  - reclaim ignores the accessed bits of the pages (VM_RAND_READ: the
+ *    kernel's vma_has_recency() is false), so it takes them first however
+ *    often they are read.  On the header, the parameters and the planes in
+ *    force that would be ruinous: under a page-cache hog the page an
+ *    inference reads in every node was evicted and faulted back 129 times
+ *    in 15 s.  Below `from` the LRU sees our use and keeps those pages; a
+ *    fault there (rare) reads around and may put dropped pages back in the
+ *    page cache, though not in our page tables (fault-around stays inside
+ *    the VMA), where they are the kernel's first pick.
+ * Huge interiors marked by a page-in keep MADV_HUGEPAGE either way.
  */
-void nq_res_read_around(struct nq_res *r, bool on);
+void nq_res_random_from(struct nq_res *r, uint64_t from);
 
 /* mlock [off, off + len); -ENOMEM/-EPERM name RLIMIT_MEMLOCK and its value. */
 int nq_res_lock(struct nq_res *r, uint64_t off, uint64_t len);

@@ -343,13 +343,20 @@ static void plan(struct nq_switch *sw, unsigned int level, uint64_t budget, uint
 /* ------------------------------------------------------------------ */
 /* One switch, under sw->lock.                                          */
 
-/* Is every layer's top plane in force (nothing dropped anywhere)? */
-static bool all_in_force(struct nq_switch *sw)
+/*
+ * The first byte of a plane that is not in force (its layer's cap is below
+ * its level), or the file size when every plane is: the mapping is
+ * MADV_RANDOM from there on (nq_res_random_from() says why).
+ */
+static uint64_t first_unused(struct nq_switch *sw)
 {
+	uint64_t first = sw->res.size;
+
 	for (uint32_t j = 0; j < sw->layers; j++)
-		if (atomic_load(&sw->cap[j]) + 1u < sw->levels)
-			return false;
-	return true;
+		for (uint32_t k = atomic_load(&sw->cap[j]) + 1u; k < sw->levels; k++)
+			if (psz(sw, j, k) && poff(sw, j, k) < first)
+				first = poff(sw, j, k);
+	return first;
 }
 
 static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
@@ -388,7 +395,7 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	}
 	if (kmin != UINT32_MAX) {
 		/* Before any plane goes: no fault may read it back. */
-		nq_res_read_around(&sw->res, false);
+		nq_res_random_from(&sw->res, first_unused(sw));
 		atomic_fetch_add(&sw->drops, 1);	/* withdraws running inferences */
 		out->wait_ns = wait_readers(sw, kmin);
 		for (uint32_t k = kmin; k <= kmax; k++) {
@@ -439,10 +446,8 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	atomic_store(&m->level, level);
 	sw->budget = budget;
 	atomic_fetch_add(&sw->switches, 1);
-	/* Every plane in force: a fault (a page the kernel took) may read
-	 * around it, since everything it reads is wanted. */
-	if (all_in_force(sw))
-		nq_res_read_around(&sw->res, true);
+	/* What came back in force is read as the rest of what we use. */
+	nq_res_random_from(&sw->res, first_unused(sw));
 out:
 	out->status = err;
 	out->level = atomic_load(&m->level);
@@ -804,16 +809,17 @@ int nq_switch_init(struct nq_model *m, const struct nq_model_opts *opts, unsigne
 	if (sw->efd < 0)
 		return nq_fail(-errno, "eventfd: %s", strerror(errno));
 	if (flags & NQ_OPEN_LOCK_RESIDENT) {
-		err = nq_res_lock(&sw->res, sw->region_off[0], sw->region_len[0]);
+		/* The header and parameters too: inference reads them in place. */
+		err = nq_res_lock(&sw->res, 0, sw->region_off[0] + sw->region_len[0]);
 		if (err)
 			return err;
 	}
 	if (flags & NQ_OPEN_LAZY) {
 		/* Nothing paged in: the level is usable, its pages fault in on
-		 * use, a read-around window at a time (nothing is dropped yet). */
-		nq_res_read_around(&sw->res, true);
+		 * use, a read-around window at a time. */
 		for (uint32_t j = 0; j < sw->layers; j++)
 			atomic_store(&sw->cap[j], (uint8_t)level);
+		nq_res_random_from(&sw->res, first_unused(sw));
 		atomic_store(&m->level, level);
 		return 0;
 	}
