@@ -95,6 +95,7 @@ static void *thread_main(void *arg)
 	struct autoswitch *a = arg;
 	struct epoll_event e[2];
 
+	pthread_setname_np(pthread_self(), "nq-switch");
 	for (;;) {
 		int n = epoll_wait(a->ep, e, 2, -1);
 
@@ -117,14 +118,25 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
-/* The switching thread, real-time where allowed; the outcome goes to the
- * selection text (what `serve` prints and `status` shows). */
+/*
+ * The switching thread, real-time where allowed; the outcome goes to the
+ * selection text (what `serve` prints and `status` shows).  When the thread
+ * that starts us is itself SCHED_FIFO (a server whose inference threads are
+ * real-time), we run one priority above it: a switch must never wait for
+ * the inferences it is there to protect.
+ */
 static int start_thread(struct autoswitch *a, unsigned int prio)
 {
-	struct sched_param sp = { .sched_priority = (int)prio };
+	struct sched_param sp;
 	size_t o = strlen(a->info.selection);
 	pthread_attr_t at;
-	int err = EPERM;
+	int err = EPERM, policy;
+
+	if (prio && !pthread_getschedparam(pthread_self(), &policy, &sp) && policy == SCHED_FIFO &&
+	    (unsigned int)sp.sched_priority >= prio &&
+	    sp.sched_priority < sched_get_priority_max(SCHED_FIFO))
+		prio = (unsigned int)sp.sched_priority + 1;
+	sp.sched_priority = (int)prio;
 
 	if (prio && !pthread_attr_init(&at)) {
 		pthread_attr_setinheritsched(&at, PTHREAD_EXPLICIT_SCHED);

@@ -60,7 +60,9 @@ enum nq_policy_step {
  *   psi_window = 1s       PSI window (unprivileged: a multiple of 2 s)
  *   signal = auto         bpf|kmod|psi|auto|none ($NQ_SIGNAL overrides)
  *   rt_priority = 1       SCHED_FIFO priority of the switching thread, where
- *                         allowed (CAP_SYS_NICE or RLIMIT_RTPRIO); 0: normal
+ *                         allowed (CAP_SYS_NICE or RLIMIT_RTPRIO); 0: normal.
+ *                         Raised to one above the thread that enables
+ *                         autoswitch when that one is SCHED_FIFO itself
  */
 struct nq_policy_cfg {
 	uint64_t high_bytes, low_bytes;		/* absolute, when non-zero */

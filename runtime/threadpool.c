@@ -94,6 +94,11 @@ static void *worker_main(void *opaque)
 	struct worker *w = opaque;
 	struct nq_pool *p = w->pool;
 	unsigned int seen = 0;	/* gen at creation: a dispatch may come before we run */
+	char name[16];
+
+	/* Named for top -H, ps -L and perf: the thread shows what it is. */
+	snprintf(name, sizeof(name), "nq-pool-%u", w->index);
+	pthread_setname_np(pthread_self(), name);
 
 	for (;;) {
 		uint64_t t0 = 0;

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,6 +31,15 @@
 #include "serve.h"
 
 #define MAX_EXPECT_LEVELS	8
+
+/* Set by SIGINT/SIGTERM during a load: send no more, finish, summarise. */
+static volatile sig_atomic_t load_stop;
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	load_stop = 1;
+}
 
 static void usage(FILE *out)
 {
@@ -50,6 +60,8 @@ static void usage(FILE *out)
 		"load options (any of them turns on the summary line):\n"
 		"  --count N            requests in all (default: one per item)\n"
 		"  --duration SECONDS   send until this much time has passed instead\n"
+		"                       (SIGINT or SIGTERM also ends a load: the requests in\n"
+		"                       flight are answered, then the summary is printed)\n"
 		"  --rate R             requests per second over all connections (default: as\n"
 		"                       fast as answers come)\n"
 		"  --concurrency C      connections, one thread each (default 1)\n"
@@ -448,6 +460,8 @@ static void *thread_main(void *arg)
 		const struct item *it;
 		struct sample s = { 0 };
 
+		if (load_stop)
+			break;
 		if (o->duration > 0) {
 			if (now_ns() - cl->start_ns >= (uint64_t)(o->duration * 1e9))
 				break;
@@ -464,6 +478,8 @@ static void *thread_main(void *arg)
 						       (long)((due - t) % 1000000000ull) };
 
 				nanosleep(&ts, NULL);
+				if (load_stop)
+					break;
 			}
 		}
 		s.t_ns = now_ns();
@@ -693,6 +709,14 @@ static int run(int argc, char **argv)
 	th = calloc(o.concurrency, sizeof(*th));
 	if (!th)
 		goto out;
+	if (o.load) {
+		/* No SA_RESTART: a thread asleep until its next send wakes early. */
+		struct sigaction sa = { .sa_handler = on_stop };
+
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+	}
 	cl.start_ns = now_ns();
 	for (unsigned int i = 0; i < o.concurrency; i++) {
 		th[i].cl = &cl;

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -81,6 +82,10 @@ static void usage(FILE *out)
 		"                      fault it: the always-resident planes, and every mapping of\n"
 		"                      the process but the model file (code, libraries, stacks,\n"
 		"                      arenas); the residual planes stay reclaimable\n"
+		"  --rt-priority N     run the inference threads SCHED_FIFO at priority N (1..98;\n"
+		"                      needs CAP_SYS_NICE or an RLIMIT_RTPRIO of N): a neighbour\n"
+		"                      at normal priority then never holds up an answer; the\n"
+		"                      switching thread runs one priority higher\n"
 		"  -q, --quiet         no notes on stderr\n"
 		"\n"
 		"stdout gets one JSON line when the socket is ready: {\"event\":\"ready\",...}.\n",
@@ -101,7 +106,7 @@ void cli_serve_default_socket(char *buf, size_t len)
 
 struct opts {
 	const char *model, *socket, *group, *signal, *policy, *policy_log, *level;
-	unsigned int threads, max_clients;
+	unsigned int threads, max_clients, rt_priority;
 	bool lock_resident, quiet;
 };
 
@@ -141,6 +146,7 @@ struct server {
 
 struct worker {
 	struct server *srv;
+	unsigned int index;
 	struct nq_session *s;
 	float *in, *out, *scratch;
 	pthread_t thread;
@@ -548,6 +554,10 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct server *srv = w->srv;
+	char name[16];
+
+	snprintf(name, sizeof(name), "nq-serve-%u", w->index);
+	pthread_setname_np(pthread_self(), name);
 
 	while (!atomic_load(&srv->stop)) {
 		struct epoll_event e;
@@ -654,6 +664,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ "threads", required_argument, NULL, 't' },
 		{ "max-clients", required_argument, NULL, 'c' },
 		{ "lock-resident", no_argument, NULL, 'k' },
+		{ "rt-priority", required_argument, NULL, 'r' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -674,6 +685,15 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'L': o->level = optarg; break;
 		case 'k': o->lock_resident = true; break;
 		case 'q': o->quiet = true; break;
+		case 'r':
+			/* 99 is left to the switching thread, one above. */
+			v = strtoul(optarg, &end, 10);
+			if (*end || !v || v > 98) {
+				cli_error("serve", "--rt-priority %s: expected 1..98", optarg);
+				return -1;
+			}
+			o->rt_priority = (unsigned int)v;
+			break;
 		case 't':
 		case 'c':
 			v = strtoul(optarg, &end, 10);
@@ -837,6 +857,30 @@ static int lock_mappings(const struct nq_model *m)
 	return 0;
 }
 
+/*
+ * --rt-priority: the calling (main) thread becomes SCHED_FIFO, so that every
+ * thread created after it inherits the policy: the serve workers and their
+ * sessions' pool threads; autoswitch, started after it too, puts its own
+ * thread one priority above.  The main thread goes back to normal once they
+ * exist (it only waits for signals).
+ */
+static int set_realtime(unsigned int prio)
+{
+	struct sched_param sp = { .sched_priority = (int)prio };
+	int err = pthread_setschedparam(pthread_self(), prio ? SCHED_FIFO : SCHED_OTHER, &sp);
+
+	if (err && prio) {
+		struct rlimit rl = { 0 };
+
+		getrlimit(RLIMIT_RTPRIO, &rl);
+		cli_error("serve", "--rt-priority %u: %s: needs CAP_SYS_NICE or an RLIMIT_RTPRIO "
+			  "of at least %u (this process has %llu; e.g. LimitRTPRIO= in a systemd "
+			  "unit)", prio, strerror(err), prio, (unsigned long long)rl.rlim_cur);
+		return -1;
+	}
+	return err ? -1 : 0;
+}
+
 static int run(int argc, char **argv)
 {
 	struct opts o = { 0 };
@@ -892,6 +936,8 @@ static int run(int argc, char **argv)
 	srv.nout = nq_model_output_count(srv.m);
 	/* An f32 input plus a generous .npy header; the protocol caps it anyway. */
 	srv.max_payload = srv.nin * sizeof(float) + 4096;
+	if (o.rt_priority && set_realtime(o.rt_priority))
+		goto out;
 	if (start_autoswitch(&srv))
 		goto out;
 
@@ -917,6 +963,7 @@ static int run(int argc, char **argv)
 		struct worker *wk = &w[started];
 
 		wk->srv = &srv;
+		wk->index = started;
 		wk->in = malloc(srv.nin * sizeof(float));
 		wk->out = malloc(srv.nout * sizeof(float));
 		wk->scratch = malloc(srv.nout * sizeof(float));
@@ -929,14 +976,17 @@ static int run(int argc, char **argv)
 			break;
 		}
 	}
+	if (o.rt_priority)
+		set_realtime(0);
 	if (started < o.threads)
 		goto out_stop;
 	if (o.lock_resident && lock_mappings(srv.m))
 		goto out_stop;
 
 	printf("{\"event\":\"ready\",\"socket\":\"%s\",\"pid\":%d,\"threads\":%u,\"level\":%u,"
-	       "\"levels\":%u,\"autoswitch\":%s}\n", srv.path, (int)getpid(), o.threads,
-	       nq_model_level(srv.m), nq_model_level_count(srv.m), srv.autoswitch ? "true" : "false");
+	       "\"levels\":%u,\"autoswitch\":%s,\"rt_priority\":%u}\n", srv.path, (int)getpid(),
+	       o.threads, nq_model_level(srv.m), nq_model_level_count(srv.m),
+	       srv.autoswitch ? "true" : "false", o.rt_priority);
 	fflush(stdout);
 	if (!o.quiet)
 		fprintf(stderr, "nestquant serve: %s on %s, %u threads\n", o.model, srv.path,

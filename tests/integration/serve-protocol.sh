@@ -92,6 +92,23 @@ if [ -n "$DATA" ]; then
 		fail "concurrent answers: $sum"
 	echo "$sum" | grep -q '"per_level":\[0,64,' || fail "not served at the full level: $sum"
 	echo "ok: 64 answers from 4 connections equal nestquant run at level 1"
+	# SIGINT ends a load early, as its end would: answered, logged, summarised.
+	"$NQ" query --socket "$S" --data fashion-mnist:test:0-7 --duration 60 --rate 50 \
+		--concurrency 2 --expect "$TMP/expect" --log "$TMP/load.jsonl" -q \
+		>"$TMP/load.out" 2>"$TMP/load.err" &
+	q=$!
+	sleep 1
+	kill -INT $q
+	t0=$(date +%s)
+	wait $q || fail "query stopped by SIGINT: exit $?: $(cat "$TMP/load.err")"
+	[ $(( $(date +%s) - t0 )) -le 5 ] || fail "query took over 5 s to stop after SIGINT"
+	n=$(sed -n 's/.*"requests":\([0-9]*\),"ok":\([0-9]*\),"errors":0,.*"wrong":0.*/\1 \2/p' "$TMP/load.out")
+	set -- $n
+	[ $# -eq 2 ] && [ "$1" -ge 10 ] && [ "$1" -le 200 ] && [ "$1" -eq "$2" ] ||
+		fail "summary after SIGINT: $(cat "$TMP/load.out")"
+	[ "$(grep -c '"ok":true' "$TMP/load.jsonl")" -eq "$1" ] ||
+		fail "log after SIGINT: $(wc -l <"$TMP/load.jsonl") lines for $1 requests"
+	echo "ok: SIGINT ended a 60 s load after $1 answers, every one logged and checked"
 else
 	notes="$notes (answer checks skipped: $(tail -n 1 "$TMP/data.err"))"
 fi
@@ -156,6 +173,35 @@ else
 	$AS_NOBODY "$NQ" query --socket "$S" --status >/dev/null 2>&1 || fail "nobody refused by a 0660 socket of its group"
 	stop_server
 	echo "ok: nobody refused by 0600 (saying why), served through 0660 --group nogroup"
+
+	# --rt-priority: every inference thread SCHED_FIFO at N (policy 1 in
+	# /proc/PID/task/TID/stat field 41, priority field 40), the switching
+	# thread at N + 1, the main thread back to normal; refused unprivileged.
+	start_server --socket "$S" --signal psi --rt-priority 3 || fail "serve --rt-priority 3"
+	grep -q '"rt_priority":3' "$TMP/ready.out" || fail "ready line: $(cat "$TMP/ready.out")"
+	pol=$(for t in /proc/$SERVER/task/*; do
+		echo "$(cat "$t/comm") $(cut -d' ' -f40,41 "$t/stat")"
+	done | sort | uniq -c | tr -s ' ' | tr '\n' ';')
+	echo "$pol" | grep -q "^ 1 nestquant 0 0;" || fail "main thread not back to normal: $pol"
+	[ "$(echo "$pol" | tr ';' '\n' | grep -c ' nq-serve-[0-9]* 3 1$')" -eq 2 ] ||
+		fail "serve workers not SCHED_FIFO 3: $pol"
+	if [ "$(nproc)" -gt 1 ]; then
+		echo "$pol" | grep -q ' nq-pool-[0-9]* 3 1;' || fail "no SCHED_FIFO 3 pool thread: $pol"
+		echo "$pol" | tr ';' '\n' | grep ' nq-pool-' | grep -vq ' 3 1$' &&
+			fail "a session pool thread is not SCHED_FIFO 3: $pol"
+	fi
+	if grep -q "signal source psi" "$TMP/serve.err"; then
+		echo "$pol" | grep -q " 1 nq-switch 4 1;" || fail "switching thread not SCHED_FIFO 4: $pol"
+	else
+		notes="$notes (no PSI here: switching thread priority not checked)"
+	fi
+	stop_server
+	out=$($AS_NOBODY "$NQ" serve "$TMP/m.nq" --socket "$TMP/rt.sock" --signal none \
+		--rt-priority 3 2>&1) && fail "unprivileged serve --rt-priority started"
+	echo "$out" | grep -q "rt-priority 3: .*CAP_SYS_NICE or an RLIMIT_RTPRIO of at least 3 (this process has 0" ||
+		fail "--rt-priority refusal does not say why: $out"
+	[ ! -e "$TMP/rt.sock" ] || fail "refused serve left its socket"
+	echo "ok: --rt-priority 3: workers and pool threads SCHED_FIFO 3, switching 4; nobody refused, saying why"
 
 	if out=$("$NQ" monitor load --pin-dir "$PIN" 2>&1); then
 		out=$(NQ_MONITOR_PIN_DIR=$PIN $AS_NOBODY "$NQ" serve "$TMP/m.nq" --socket "$TMP/n.sock" \
