@@ -20,15 +20,30 @@
 #   PRESSURE_MODELS   resnet-small,mobilenet (models/NAME.onnx, converted once
 #                     into $O/pressure/) and/or mlp (tests/tools/write-mlp-nq,
 #                     megabyte residual planes)   [resnet-small,mobilenet,mlp]
-#   PRESSURE_CYCLES   hog cycles per switching case [20]; none/calm run a third
+#   PRESSURE_CYCLES   hog cycles of the bpf case [20]; psi and none run half as
+#                     many, calm runs as long as the bpf case
+#   PRESSURE_ROUNDS   bpf, none and calm are interleaved: ROUNDS rounds, each
+#                     running the three (in an order that rotates) with
+#                     1/ROUNDS of their cycles, so that a slow spell of this
+#                     shared machine falls on all of them alike; the latency
+#                     target is judged per round, bpf p99 / calm p99, median
+#                     over the rounds [5].  psi runs once, after them.
 #   PRESSURE_OUT      folder for performance.md, pressure.json, PNGs [docs]
 #   PRESSURE_CASES    bpf,psi,none,calm
 #   PRESSURE_HOG_NICE nice value of the hog in every case that has one [19]:
 #                     it makes memory pressure, not CPU contention
+#   PRESSURE_HOG_RATE MiB/s at which the file hog reads (0: as fast as it can,
+#                     a core's worth of copying and reclaim)   [0]
+#   PRESSURE_RT       N > 0: every case runs `serve --rt-priority N` (inference
+#                     threads SCHED_FIFO N, switching thread N + 1), so that the
+#                     hog's CPU time (nice or not, it runs in the kernel for
+#                     milliseconds at a time) cannot hold up an answer; 0:
+#                     normal priority   [1]
 #   PRESSURE_LOCK     1: every case runs `serve --lock-resident` (the part-bit
-#                     path's pages locked: level 0's planes, code, stacks,
-#                     arenas); 0: nothing locked   [1]
-# Writes $O/pressure/<model>/<case>/ (raw data), then scripts/pressure-report.py
+#                     path's pages locked: the file's header and parameters,
+#                     level 0's planes, code, stacks, arenas); 0: nothing
+#                     locked   [1]
+# Writes $O/pressure/<model>/<case>/r<round>/ (raw data), then scripts/pressure-report.py
 # turns it into PRESSURE_OUT/pressure.json, the "Pressure → switch" section of
 # PRESSURE_OUT/performance.md and PRESSURE_OUT/pressure-<model>.png.
 set -u
@@ -39,11 +54,14 @@ case $NQ in /*) ;; *) NQ=$(pwd)/$NQ ;; esac
 TOOLS=$(dirname "$NQ")/tests/tools
 MODELS=${PRESSURE_MODELS:-resnet-small,mobilenet,mlp}
 CYCLES=${PRESSURE_CYCLES:-20}
+ROUNDS=${PRESSURE_ROUNDS:-5}
 OUT=${PRESSURE_OUT:-docs}
 CASES=${PRESSURE_CASES:-bpf,psi,none,calm}
 HOG_MIB=${HOG_MIB:-24}
 LOCK=${PRESSURE_LOCK:-1}
+RT=${PRESSURE_RT:-1}
 HOG_NICE=${PRESSURE_HOG_NICE:-19}
+HOG_RATE=${PRESSURE_HOG_RATE:-0}
 HOLD_MS=1000
 WORK=$O/pressure
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
@@ -116,16 +134,19 @@ with open(out, "w") as o:
         time.sleep(0.05)
 '
 
-# run_case MODEL FILE CASE X RATE CYCLES
+# run_case MODEL FILE CASE X RATE CYCLES ROUND: data into $WORK/MODEL/CASE/rROUND.
+# The load runs while the hog does (until HOLD_MS after it left, so that the
+# switch back up is in); for calm, as long as the last bpf run took.
 run_case() {
-	name=$1 m=$2 case_=$3 x=$4 rate=$5 n=$6
-	d=$WORK/$name/$case_
+	name=$1 m=$2 case_=$3 x=$4 rate=$5 n=$6 round=$7
+	d=$WORK/$name/$case_/r$round
 	rm -rf "$d"
 	mkdir -p "$d"
 	S=$d/s.sock
 	sig=bpf
 	extra=
 	[ "$LOCK" = 0 ] || extra=--lock-resident
+	[ "$RT" = 0 ] || extra="$extra --rt-priority $RT"
 	# Only the trigger under test moves it down (usage never exceeds 100 %).
 	printf 'high=100%%\nhold=%dms\nmin_interval=100ms\nsample=50ms\n' $HOLD_MS >"$d/policy"
 	case $case_ in
@@ -150,33 +171,39 @@ run_case() {
 	sleep 0.5
 	# Warm up (the dataset, the planes), then the measured load.
 	"$NQ" query --socket "$S" --data fashion-mnist:test:0-99 --count 20 -q >/dev/null
-	dur=$((n * (HOLD_MS / 1000 + 4) + 2))
-	"$NQ" query --socket "$S" --data fashion-mnist:test:0-99 --duration $dur --rate "$rate" \
-		--concurrency 2 --log "$d/requests.jsonl" -q >"$d/summary.json" 2>"$d/query.err" &
+	# A bound only: the load is stopped (SIGINT: it answers what is in
+	# flight and writes its summary) when the hog is done.
+	"$NQ" query --socket "$S" --data fashion-mnist:test:0-99 --duration $((n * 10 + 60)) \
+		--rate "$rate" --concurrency 2 --log "$d/requests.jsonl" -q >"$d/summary.json" \
+		2>"$d/query.err" &
 	q=$!
 	sleep 1
 	if [ $case_ = calm ]; then
-		sleep $((dur - 1))
+		sleep "$BPF_RUN_S"
 		echo '{"hog":"none"}' >"$d/hog.log"
 	else
+		t0=$(date +%s.%N)
 		sh -c "echo \$\$ >'$cg/cgroup.procs' && exec nice -n $HOG_NICE '$TOOLS/memhog' $HOG_MIB --step 1 \
 			--step-ms 40 --hold 1.5 --cycles $n --pause $((HOLD_MS / 1000 + 1)) $HOGFILE" \
 			>"$d/hog.log" 2>"$d/hog.err"
 		echo "{\"hog_exit\":$?}" >>"$d/hog.log"
+		sleep $((HOLD_MS / 1000 + 1))
+		[ $case_ != bpf ] || BPF_RUN_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 	fi
+	kill -INT $q
 	wait $q
 	if [ -f "$cg/memory.events" ]; then
 		kills=$(sed -n 's/^oom_kill //p' "$cg/memory.events")
 	else
 		kills=$(sed -n 's/^oom_kill //p' "$cg/memory.oom_control")
 	fi
-	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK,\"hog_nice\":$HOG_NICE}" \
+	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK,\"rt_priority\":$RT,\"hog_nice\":$HOG_NICE}" \
 		>"$d/case.json"
 	kill -TERM $obs $smp 2>/dev/null
 	wait $obs $smp 2>/dev/null
 	BG=
 	stop_launch
-	echo "  $name/$case_: $(cat "$d/summary.json")" >&2
+	echo "  $name/$case_ round $round: $(cat "$d/summary.json")" >&2
 }
 
 for name in $(echo "$MODELS" | tr ',' ' '); do
@@ -219,6 +246,7 @@ for name in $(echo "$MODELS" | tr ',' ' '); do
 		hogkind=file
 		x=$(( (anon + r1 + 32 * 1048576 + 4095) / 4096 * 4096 ))
 		HOGFILE="--file $WORK/hog.dat"
+		[ "$HOG_RATE" = 0 ] || HOGFILE="$HOGFILE --rate $HOG_RATE"
 		[ -f "$WORK/hog.dat" ] && [ "$(stat -c %s "$WORK/hog.dat")" -ge $((2 * x)) ] ||
 			dd if=/dev/zero of="$WORK/hog.dat" bs=1M count=$((2 * x / 1048576 + 1)) 2>/dev/null
 	fi
@@ -227,10 +255,22 @@ for name in $(echo "$MODELS" | tr ',' ' '); do
 	echo "{\"model\":\"$name\",\"file\":\"$m\",\"resident\":[$r0,$r1],\"anon\":$anon,\"limit\":$x,\"rate\":$rate,\"p50_unloaded_us\":$p50,\"hog\":\"$hogkind\"}" \
 		>"$WORK/$name/model.json"
 	echo "pressure-latency: $name: anon $anon, resident $r0/$r1, --memory-max $x, $rate req/s" >&2
-	for c in $(echo "$CASES" | tr ',' ' '); do
-		n=$CYCLES
-		case $c in none|calm) n=$(( (CYCLES + 2) / 3 )) ;; esac
-		run_case "$name" "$m" "$c" "$x" "$rate" "$n"
+	rm -rf "$WORK/$name/bpf" "$WORK/$name/psi" "$WORK/$name/none" "$WORK/$name/calm"
+	# Rounds of bpf, none, calm; the order rotates, so each follows each.
+	per=$(( (CYCLES + ROUNDS - 1) / ROUNDS ))
+	BPF_RUN_S=$((per * 4))	# until the first bpf run says
+	order="bpf none calm"
+	for r in $(seq "$ROUNDS"); do
+		for c in $order; do
+			case ",$CASES," in *",$c,"*) ;; *) continue ;; esac
+			n=$per
+			[ $c != none ] || n=$(( (per + 1) / 2 ))
+			run_case "$name" "$m" "$c" "$x" "$rate" "$n" "$r"
+		done
+		order="${order#* } ${order%% *}"
 	done
+	case ",$CASES," in
+	*,psi,*) run_case "$name" "$m" psi "$x" "$rate" $(( (CYCLES + 1) / 2 )) 1 ;;
+	esac
 done
 $PY scripts/pressure-report.py "$WORK" "$OUT"

@@ -64,7 +64,7 @@ enum nq_drop {
 };
 
 /* nq_model_opts.flags */
-#define NQ_OPEN_LOCK_RESIDENT	(1u << 0)	/* mlock the always-resident planes (level 0) */
+#define NQ_OPEN_LOCK_RESIDENT	(1u << 0)	/* mlock header, parameters, level 0's planes */
 #define NQ_OPEN_NO_URING	(1u << 1)	/* do not use io_uring (the plain fallback) */
 #define NQ_OPEN_LAZY		(1u << 2)	/* do not page the initial level in at open */
 
@@ -96,7 +96,8 @@ struct nq_shape {
  * them.  -EINVAL/-EBADMSG/-ENOTSUP for a file the runtime cannot run, with
  * the node or field named in nq_last_error().  The planes of the initial
  * level are paged in before this returns (unless NQ_OPEN_LAZY);
- * NQ_OPEN_LOCK_RESIDENT also mlocks level 0's planes: -ENOMEM or -EPERM,
+ * NQ_OPEN_LOCK_RESIDENT also mlocks what every level reads (the file's
+ * header and parameters, level 0's planes): -ENOMEM or -EPERM,
  * naming RLIMIT_MEMLOCK and its value, when the limit is too low.
  */
 NQ_API int nq_model_open(const char *path, const struct nq_model_opts *opts,

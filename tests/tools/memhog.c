@@ -4,13 +4,14 @@
  * in steps, touch every page, hold it, then leave.
  *
  *	memhog MIB [--step MIB] [--step-ms MS] [--hold SECONDS] [--cycles N]
- *	       [--pause SECONDS] [--ready FILE] [--stop FILE] [--file PATH]
+ *	       [--pause SECONDS] [--ready FILE] [--stop FILE] [--file PATH [--rate MIBPS]]
  *
  * With --file the hog is page cache instead: every cycle drops PATH's cached
  * pages (POSIX_FADV_DONTNEED), then reads it over and over for --hold
  * seconds (its pages are charged to the reader's cgroup, so a file larger
  * than the limit keeps the cgroup reclaiming without any risk of an OOM
- * kill), then drops them again.  MIB is ignored.
+ * kill), then drops them again.  MIB is ignored.  --rate paces the reads
+ * (MiB per second; default: as fast as they go, which takes a core).
  *
  * Each cycle grows to MIB MiB (--step MiB every --step-ms), holds for
  * --hold seconds (or until FILE given by --stop exists), frees everything
@@ -42,7 +43,8 @@ static void sleep_ms(double ms)
 		nanosleep(&ts, NULL);
 }
 
-static int file_hog(const char *path, double hold, long cycles, double pause_s, const char *stop)
+static int file_hog(const char *path, double hold, long cycles, double pause_s, const char *stop,
+		    double rate)
 {
 	static char buf[1 << 20];
 	int fd = open(path, O_RDONLY);
@@ -69,6 +71,8 @@ static int file_hog(const char *path, double hold, long cycles, double pause_s, 
 			}
 			off += n;
 			bytes += (unsigned long long)n;
+			if (rate > 0)
+				sleep_ms((double)bytes / (rate * 1048576) * 1e3 - (double)(now_ns() - t) / 1e6);
 		}
 		posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
 		printf("{\"hog\":\"free\",\"cycle\":%ld,\"t_ns\":%llu,\"bytes_read\":%llu}\n", c,
@@ -83,7 +87,7 @@ static int file_hog(const char *path, double hold, long cycles, double pause_s, 
 
 int main(int argc, char **argv)
 {
-	double mib = 0, step = 4, step_ms = 20, hold = 2, pause_s = 0;
+	double mib = 0, step = 4, step_ms = 20, hold = 2, pause_s = 0, rate = 0;
 	long cycles = 1;
 	const char *stop = NULL, *ready = NULL, *file = NULL;
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
@@ -105,18 +109,21 @@ int main(int argc, char **argv)
 			stop = argv[++i];
 		else if (!strcmp(a, "--file") && v)
 			file = argv[++i];
+		else if (!strcmp(a, "--rate") && v)
+			rate = atof(argv[++i]);
 		else if (!strcmp(a, "--ready") && v)
 			ready = argv[++i];
 		else if (a[0] != '-' && !mib)
 			mib = atof(a);
 		else {
 			fprintf(stderr, "usage: memhog MIB [--step MIB] [--step-ms MS] [--hold S] "
-					"[--cycles N] [--pause S] [--ready FILE] [--stop FILE]\n");
+					"[--cycles N] [--pause S] [--ready FILE] [--stop FILE] "
+					"[--file PATH [--rate MIBPS]]\n");
 			return 2;
 		}
 	}
 	if (file)
-		return file_hog(file, hold, cycles, pause_s, stop);
+		return file_hog(file, hold, cycles, pause_s, stop, rate);
 	if (mib <= 0 || step <= 0 || cycles < 1) {
 		fprintf(stderr, "memhog: MIB, --step and --cycles must be positive\n");
 		return 2;
