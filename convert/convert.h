@@ -88,6 +88,8 @@ struct nq_convert_opts {
 					   calibration options, else computed and saved
 					   there (not used by adaround, which needs the
 					   calibration run itself) */
+	int rows_only;			/* store every plane in the ROWS layout (else
+					   PANEL16X4 for layers with groups == 1) */
 	volatile int *cancel;		/* optional: stop with -EINTR when non-zero (a
 				   sig_atomic_t, which is int on Linux) */
 	nq_convert_progress_fn progress; /* optional */

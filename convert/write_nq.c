@@ -142,6 +142,13 @@ static int ensure_f32(struct conv *cv, struct nq_writer *w, uint32_t *fid, uint3
 	return err < 0 ? err : 0;
 }
 
+/* Panel order wherever the SIMD kernels build 16 x 4 panels: every
+ * ungrouped CONV and every GEMM; grouped and depthwise layers keep rows. */
+static uint32_t plane_layout(const struct conv *cv, const struct wlayer *l)
+{
+	return !cv->o->rows_only && l->sh.groups == 1 ? NQ_PLANE_PANEL16X4 : NQ_PLANE_ROWS;
+}
+
 static int add_layer(struct conv *cv, struct nq_writer *w, struct wlayer *l)
 {
 	const struct nq_node *n = &cv->g.nodes[l->node];
@@ -158,6 +165,7 @@ static int add_layer(struct conv *cv, struct nq_writer *w, struct wlayer *l)
 	ld.kh = l->kh;
 	ld.kw = l->kw;
 	ld.cin_per_group = n->op == NQ_OP_CONV ? l->cpg : l->sh.k;
+	ld.layout = plane_layout(cv, l);
 	for (unsigned lv = 0; lv < cv->nlevels; lv++) {
 		ld.plane_bits[lv] = (uint8_t)l->nest.plane_bits[lv];
 		ld.plane_signed[lv] = true;
@@ -329,6 +337,7 @@ static int write_plane(struct conv *cv, struct nq_writer *w, struct wlayer *l, u
 	const int8_t *src = l->nest.plane[lv];
 	unsigned kh = l->kh, kw = l->kw, cpg = l->cpg;
 	bool conv = cv->g.nodes[l->node].op == NQ_OP_CONV;
+	uint32_t layout = plane_layout(cv, l);
 	int err;
 
 	err = nq_writer_plane_layout(w, (uint32_t)l->file_layer, lv, &stride, &size);
@@ -355,8 +364,8 @@ static int write_plane(struct conv *cv, struct nq_writer *w, struct wlayer *l, u
 		} else {
 			memcpy(row, s, l->sh.k);
 		}
-		err = nq_pack_row(row, l->sh.k, l->nest.plane_bits[lv], true,
-				  *buf + (size_t)c * stride);
+		err = nq_plane_pack_row(*buf, layout, stride, l->sh.k, c, row,
+					l->nest.plane_bits[lv], true);
 		if (err)
 			return nq_fail_context(err, "layer '%s' level %u row %u", cv_layer_name(cv, l),
 					       lv, c);

@@ -157,14 +157,28 @@ struct nq_disk_layer {
 	uint32_t reserved;
 };
 
+/*
+ * Order of a plane's values (SPEC.md "Packing").  ROWS: row c = channel c,
+ * row_stride bytes apart.  PANEL16X4: channels in groups of 16 and k in
+ * quads of 4, one 64-value chunk of 8 * bits bytes per (group, quad), value
+ * i of a chunk = channel 16 g + i / 4, weight 4 j + i % 4; row_stride is 0.
+ */
+enum nq_plane_layout {
+	NQ_PLANE_ROWS = 0,
+	NQ_PLANE_PANEL16X4 = 1,
+};
+
+#define NQ_PANEL_CH 16			/* channels per PANEL16X4 group */
+#define NQ_PANEL_K 4			/* weights per PANEL16X4 quad */
+
 struct nq_disk_plane {
 	uint64_t offset;
 	uint64_t size;
-	uint32_t row_stride;
+	uint32_t row_stride;		/* ROWS; 0 for PANEL16X4 */
 	uint8_t bits;
 	uint8_t is_signed;
 	uint8_t level;
-	uint8_t reserved;
+	uint8_t layout;			/* enum nq_plane_layout (was reserved, 0) */
 };
 
 _Static_assert(sizeof(struct nq_disk_header) == NQ_HEADER_SIZE, "header size");
@@ -184,6 +198,7 @@ const char *nq_section_name(uint32_t kind);
 const char *nq_tensor_type_name(uint32_t dtype);
 const char *nq_file_op_name(uint32_t op);
 const char *nq_layer_kind_name(uint32_t kind);
+const char *nq_plane_layout_name(uint32_t layout);
 
 /* ------------------------------------------------------------------ */
 /* CRC32C (Castagnoli).                                                */
@@ -232,6 +247,29 @@ int nq_unpack_row(const uint8_t *row, uint32_t start, uint32_t n, unsigned int b
  */
 int nq_compose_step(int8_t *q, const int8_t *r, uint32_t n, unsigned int shift,
 		    unsigned int bits_out);
+
+/*
+ * PANEL16X4 geometry: bytes of one 16-channel group (ceil(k / 4) chunks of
+ * 8 * bits bytes) and of a whole plane of oc channels.
+ */
+static inline uint64_t nq_panel_group_bytes(uint32_t k, unsigned int bits)
+{
+	return ((uint64_t)k + NQ_PANEL_K - 1) / NQ_PANEL_K * 8 * bits;
+}
+
+static inline uint64_t nq_panel_plane_bytes(uint32_t oc, uint32_t k, unsigned int bits)
+{
+	return ((uint64_t)oc + NQ_PANEL_CH - 1) / NQ_PANEL_CH * nq_panel_group_bytes(k, bits);
+}
+
+/*
+ * Pack the k values of channel `row` into a plane of either layout (plane
+ * bytes zeroed beforehand by the caller; PANEL16X4 ORs the fields in).
+ * row_stride is used by ROWS only.  Errors as nq_pack_row; -EINVAL for an
+ * unknown layout.
+ */
+int nq_plane_pack_row(uint8_t *plane, uint32_t layout, uint32_t row_stride, uint32_t k,
+		      uint32_t row, const int8_t *vals, unsigned int bits, bool is_signed);
 
 /* ------------------------------------------------------------------ */
 /* Reader.                                                             */
@@ -299,15 +337,34 @@ const float *nq_file_layer_bias(const struct nq_file *f, uint32_t layer);
 struct nq_plane_view {
 	const uint8_t *data;
 	uint64_t offset;		/* in the file */
-	uint64_t size;			/* oc * row_stride */
-	uint32_t row_stride;
+	uint64_t size;			/* oc * row_stride, or the panel bytes */
+	uint32_t row_stride;		/* ROWS only */
 	uint32_t rows;			/* oc */
 	uint32_t k;			/* values per row */
 	unsigned int bits;
 	bool is_signed;
+	unsigned int layout;		/* enum nq_plane_layout */
 };
 int nq_file_plane(const struct nq_file *f, uint32_t layer, uint32_t level,
 		  struct nq_plane_view *v);
+
+/*
+ * Values [start, start + n) of channel `row` of a plane view, either layout
+ * (sign-extended when signed).  -EINVAL for an unknown layout.
+ */
+int nq_plane_unpack(const struct nq_plane_view *v, uint32_t row, uint32_t start, uint32_t n,
+		    int8_t *out);
+
+/*
+ * Bytes from the start of a plane view to channel c0's data: c0 * row_stride
+ * (ROWS), or c0's 16-channel group (PANEL16X4; c0 a multiple of 16).
+ */
+static inline uint64_t nq_plane_channel_offset(const struct nq_plane_view *v, uint32_t c0)
+{
+	if (v->layout == NQ_PLANE_PANEL16X4)
+		return (uint64_t)(c0 / NQ_PANEL_CH) * nq_panel_group_bytes(v->k, v->bits);
+	return (uint64_t)c0 * v->row_stride;
+}
 
 /*
  * The composed weights q_level of layer `layer`, row `row`, values
@@ -357,6 +414,8 @@ struct nq_node_desc {
 /*
  * A weight layer.  plane_bits/plane_signed give each level's plane encoding
  * (plane 0: b_0, signed).  row_stride[k] = 0 picks the packed minimum.
+ * layout (enum nq_plane_layout) applies to every plane of the layer;
+ * PANEL16X4 needs groups == 1 and row_stride[] all 0.
  * scales points to f32[levels][oc] (level-major), bias to f32[oc] or NULL;
  * both are copied.
  */
@@ -367,6 +426,7 @@ struct nq_layer_desc {
 	uint8_t plane_bits[NQ_FORMAT_MAX_LEVELS];
 	bool plane_signed[NQ_FORMAT_MAX_LEVELS];
 	uint32_t row_stride[NQ_FORMAT_MAX_LEVELS];
+	uint32_t layout;
 	const float *scales;
 	const float *bias;
 };
@@ -394,7 +454,8 @@ int nq_writer_add_output(struct nq_writer *w, uint32_t tensor);
 
 /*
  * Row stride and size of a declared plane, so the caller can pack into a
- * buffer of the right size.
+ * buffer of the right size (row stride 0 for a PANEL16X4 plane; pack it
+ * with nq_plane_pack_row).
  */
 int nq_writer_plane_layout(const struct nq_writer *w, uint32_t layer, uint32_t level,
 			   uint32_t *row_stride, uint64_t *size);

@@ -116,3 +116,78 @@ int nq_compose_step(int8_t *q, const int8_t *r, uint32_t n, unsigned int shift,
 	}
 	return 0;
 }
+
+const char *nq_plane_layout_name(uint32_t layout)
+{
+	switch (layout) {
+	case NQ_PLANE_ROWS: return "rows";
+	case NQ_PLANE_PANEL16X4: return "panel16x4";
+	}
+	return "?";
+}
+
+/* Bit position of (channel c, weight j) in a PANEL16X4 plane, in values. */
+static uint64_t panel_index(uint32_t k, uint32_t c, uint32_t j)
+{
+	uint64_t quads = ((uint64_t)k + NQ_PANEL_K - 1) / NQ_PANEL_K;
+	uint64_t chunk = (uint64_t)(c / NQ_PANEL_CH) * quads + j / NQ_PANEL_K;
+
+	return chunk * 64 + (c % NQ_PANEL_CH) * NQ_PANEL_K + j % NQ_PANEL_K;
+}
+
+int nq_plane_pack_row(uint8_t *plane, uint32_t layout, uint32_t row_stride, uint32_t k,
+		      uint32_t row, const int8_t *vals, unsigned int bits, bool is_signed)
+{
+	uint32_t mask;
+	int lo, hi, err;
+
+	if (layout == NQ_PLANE_ROWS)
+		return nq_pack_row(vals, k, bits, is_signed, plane + (uint64_t)row * row_stride);
+	if (layout != NQ_PLANE_PANEL16X4)
+		return nq_fail(-EINVAL, "plane layout %u unknown", layout);
+	err = nq_bits_range(bits, is_signed, &lo, &hi);
+	if (err)
+		return err;
+	mask = (1u << bits) - 1;
+	for (uint32_t j = 0; j < k; j++) {
+		uint64_t pos = panel_index(k, row, j) * bits;
+		uint32_t v = (uint32_t)vals[j] & mask;
+
+		if (vals[j] < lo || vals[j] > hi)
+			return nq_fail(-ERANGE, "value %d at index %u outside the %s %u-bit range [%d, %d]",
+				       vals[j], j, is_signed ? "signed" : "unsigned", bits, lo, hi);
+		v <<= pos % 8;
+		plane[pos / 8] |= (uint8_t)v;
+		if (pos % 8 + bits > 8)
+			plane[pos / 8 + 1] |= (uint8_t)(v >> 8);
+	}
+	return 0;
+}
+
+int nq_plane_unpack(const struct nq_plane_view *v, uint32_t row, uint32_t start, uint32_t n,
+		    int8_t *out)
+{
+	uint32_t j = start, end = start + n;
+	int err;
+
+	if (v->layout == NQ_PLANE_ROWS)
+		return nq_unpack_row(v->data + (uint64_t)row * v->row_stride, start, n, v->bits,
+				     v->is_signed, out);
+	if (v->layout != NQ_PLANE_PANEL16X4)
+		return nq_fail(-EINVAL, "plane layout %u unknown", v->layout);
+	/* The weights of one channel come in runs of up to 4 consecutive
+	 * values, one run per quad. */
+	while (j < end) {
+		uint32_t run = NQ_PANEL_K - j % NQ_PANEL_K;
+		uint64_t idx = panel_index(v->k, row, j);
+
+		if (run > end - j)
+			run = end - j;
+		err = nq_unpack_row(v->data + idx / 64 * 8 * v->bits, (uint32_t)(idx % 64), run,
+				    v->bits, v->is_signed, out + (j - start));
+		if (err)
+			return err;
+		j += run;
+	}
+	return 0;
+}

@@ -548,6 +548,7 @@ int nq_file_plane(const struct nq_file *f, uint32_t layer, uint32_t level,
 	v->k = f->layers[layer].k;
 	v->bits = p->bits;
 	v->is_signed = p->is_signed;
+	v->layout = p->layout;
 	return 0;
 }
 
@@ -569,11 +570,11 @@ int nq_file_unpack_weights(const struct nq_file *f, uint32_t layer, uint32_t lev
 		uint32_t m = n - done < sizeof(tmp) ? n - done : sizeof(tmp);
 
 		for (uint32_t k = 0; k <= level; k++) {
-			const struct nq_disk_plane *p = &f->planes[(uint64_t)layer * f->n_levels + k];
-			const uint8_t *rowp = f->data + p->offset + (uint64_t)row * p->row_stride;
+			struct nq_plane_view v;
 
-			err = nq_unpack_row(rowp, start + done, m, p->bits, p->is_signed,
-					    k ? tmp : out + done);
+			err = nq_file_plane(f, layer, k, &v);
+			if (!err)
+				err = nq_plane_unpack(&v, row, start + done, m, k ? tmp : out + done);
 			if (!err && k)
 				err = nq_compose_step(out + done, tmp, m,
 						      f->levels[k].bits - f->levels[k - 1].bits,

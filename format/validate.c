@@ -210,13 +210,47 @@ static int check_floats(const struct nq_file *f, uint32_t off, uint64_t n, bool 
 	return 0;
 }
 
+/* Layout, row stride and size of a plane (SPEC.md "Packing"). */
+static int check_plane_bytes(const struct nq_disk_layer *l, const struct nq_disk_plane *p,
+			     uint32_t li, const char *name, uint32_t k)
+{
+	uint64_t need;
+
+	if (p->layout == NQ_PLANE_PANEL16X4) {
+		if (l->groups != 1)
+			return nq_fail(-EINVAL, "layer %u (%s) level %u plane: layout panel16x4 needs groups = 1, layer has %u",
+				       li, name, k, l->groups);
+		if (p->row_stride != 0)
+			return nq_fail(-EINVAL, "layer %u (%s) level %u plane: layout panel16x4 has row stride %u, must be 0",
+				       li, name, k, p->row_stride);
+		need = nq_panel_plane_bytes(l->oc, l->k, p->bits);
+		if (p->size != need)
+			return nq_fail(-EINVAL, "layer %u (%s) level %u plane: size %" PRIu64
+				       " is not %" PRIu64 " bytes (panel16x4: %u channels x %u values of %u bits)",
+				       li, name, k, p->size, need, l->oc, l->k, p->bits);
+		return 0;
+	}
+	if (p->layout != NQ_PLANE_ROWS)
+		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: layout %u unknown (0 = rows, 1 = panel16x4)",
+			       li, name, k, p->layout);
+	need = nq_packed_bytes(l->k, p->bits);
+	if (p->row_stride < need)
+		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: row stride %u < %" PRIu64
+			       " bytes needed for %u values of %u bits",
+			       li, name, k, p->row_stride, need, l->k, p->bits);
+	if (p->size != (uint64_t)l->oc * p->row_stride)
+		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: size %" PRIu64
+			       " is not %u rows x %u bytes", li, name, k, p->size, l->oc, p->row_stride);
+	return 0;
+}
+
 static int check_plane(const struct nq_file *f, uint32_t li, uint32_t k)
 {
 	const struct nq_disk_layer *l = &f->layers[li];
 	const struct nq_disk_plane *p = &f->planes[(uint64_t)li * f->n_levels + k];
 	const struct nq_disk_level *lv = &f->levels[k];
 	const char *name = f->strings + l->name;
-	uint64_t need;
+	int err;
 
 	if (p->level != k)
 		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: level field says %u",
@@ -236,14 +270,13 @@ static int check_plane(const struct nq_file *f, uint32_t li, uint32_t k)
 			return nq_fail(-EINVAL, "layer %u (%s) level %u plane: %u-bit %s residual, allowed 1..%u bits for a %u-bit step",
 				       li, name, k, p->bits, p->is_signed ? "signed" : "unsigned", max, d);
 	}
-	need = nq_packed_bytes(l->k, p->bits);
-	if (p->row_stride < need)
-		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: row stride %u < %" PRIu64
-			       " bytes needed for %u values of %u bits",
-			       li, name, k, p->row_stride, need, l->k, p->bits);
-	if (p->size != (uint64_t)l->oc * p->row_stride)
-		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: size %" PRIu64
-			       " is not %u rows x %u bytes", li, name, k, p->size, l->oc, p->row_stride);
+	err = check_plane_bytes(l, p, li, name, k);
+	if (err)
+		return err;
+	if (k > 0 && p->layout != f->planes[(uint64_t)li * f->n_levels].layout)
+		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: layout %s differs from plane 0's (%s)",
+			       li, name, k, nq_plane_layout_name(p->layout),
+			       nq_plane_layout_name(f->planes[(uint64_t)li * f->n_levels].layout));
 	if (p->offset % NQ_PLANE_ALIGN)
 		return nq_fail(-EINVAL, "layer %u (%s) level %u plane: offset %" PRIu64
 			       " is not %d-byte aligned", li, name, k, p->offset, NQ_PLANE_ALIGN);

@@ -362,8 +362,15 @@ int nq_writer_add_layer(struct nq_writer *w, const struct nq_layer_desc *l)
 		uint32_t max = k == 0 ? w->levels[0].bits : sign ? d + 1 : (d < 7 ? d : 7);
 		uint64_t need = nq_packed_bytes(l->k, bits ? bits : 1);
 		uint32_t stride = l->row_stride[k] ? l->row_stride[k] : (uint32_t)need;
+		bool panel = l->layout == NQ_PLANE_PANEL16X4;
 
-		if (k == 0 && bits != w->levels[0].bits)
+		if (l->layout != NQ_PLANE_ROWS && !panel)
+			err = nq_fail(-EINVAL, "writer: layer '%s': plane layout %u unknown",
+				      l->name, l->layout);
+		else if (panel && (rec.groups != 1 || l->row_stride[k]))
+			err = nq_fail(-EINVAL, "writer: layer '%s': layout panel16x4 needs groups = 1 and no row stride",
+				      l->name);
+		else if (k == 0 && bits != w->levels[0].bits)
 			err = nq_fail(-EINVAL, "writer: layer '%s': plane 0 has %u bits, level 0 has %u",
 				      l->name, bits, w->levels[0].bits);
 		else if (bits < 1 || bits > max)
@@ -374,8 +381,9 @@ int nq_writer_add_layer(struct nq_writer *w, const struct nq_layer_desc *l)
 				      l->name, k, stride, need);
 		if (err)
 			goto err_undo;
-		p.size = (uint64_t)l->oc * stride;
-		p.row_stride = stride;
+		p.size = panel ? nq_panel_plane_bytes(l->oc, l->k, bits) : (uint64_t)l->oc * stride;
+		p.row_stride = panel ? 0 : stride;
+		p.layout = (uint8_t)l->layout;
 		p.bits = (uint8_t)bits;
 		p.is_signed = sign;
 		p.level = (uint8_t)k;

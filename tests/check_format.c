@@ -88,6 +88,60 @@ START_TEST(pack_layout_is_lsb_first)
 }
 END_TEST
 
+/*
+ * PANEL16X4 order, by hand: chunk j of group g holds (channel 16 g + i / 4,
+ * weight 4 j + i % 4) as value i of a 64-value LSB-first stream.
+ */
+START_TEST(panel_layout_is_channel_quads)
+{
+	/* oc 17, k 5, 8 bits: 2 groups x 2 quads x 64 bytes. */
+	uint8_t p8[256] = { 0 };
+	int8_t row[5] = { 1, 2, 3, 4, 5 }, got[5];
+	struct nq_plane_view v = { .data = p8, .rows = 17, .k = 5, .bits = 8, .is_signed = true,
+				   .layout = NQ_PLANE_PANEL16X4 };
+
+	ck_assert_uint_eq(nq_panel_plane_bytes(17, 5, 8), 256);
+	ck_assert_uint_eq(nq_panel_group_bytes(5, 8), 128);
+	ck_assert_int_eq(nq_plane_pack_row(p8, NQ_PLANE_PANEL16X4, 0, 5, 1, row, 8, true), 0);
+	ck_assert_int_eq(nq_plane_pack_row(p8, NQ_PLANE_PANEL16X4, 0, 5, 16, row, 8, true), 0);
+	/* channel 1: chunk 0 bytes 4..7, chunk 1 byte 4 */
+	ck_assert_uint_eq(p8[4], 1);
+	ck_assert_uint_eq(p8[7], 4);
+	ck_assert_uint_eq(p8[64 + 4], 5);
+	ck_assert_uint_eq(p8[64 + 5], 0);	/* weight 5 of channel 1: padding */
+	/* channel 16: group 1 */
+	ck_assert_uint_eq(p8[128], 1);
+	ck_assert_uint_eq(p8[192], 5);
+	ck_assert_int_eq(nq_plane_unpack(&v, 16, 0, 5, got), 0);
+	ck_assert_mem_eq(got, row, 5);
+	ck_assert_int_eq(nq_plane_unpack(&v, 1, 3, 2, got), 0);
+	ck_assert_int_eq(got[0], 4);
+	ck_assert_int_eq(got[1], 5);
+	ck_assert_uint_eq(nq_plane_channel_offset(&v, 16), 128);
+
+	/* 3 bits: channel 1, weight 0 is value 4 of chunk 0, bits 12..14. */
+	{
+		uint8_t p3[2 * 24] = { 0 };
+		const int8_t r3[5] = { -1, 0, 0, 0, 3 };
+
+		ck_assert_int_eq(nq_plane_pack_row(p3, NQ_PLANE_PANEL16X4, 0, 5, 1, r3, 3, true), 0);
+		ck_assert_uint_eq(p3[1], 0x70);			/* 111 at bits 12..14 */
+		ck_assert_uint_eq(p3[24 + 1], 0x30);		/* chunk 1: 011 */
+		ck_assert_uint_eq(p3[0] | p3[2] | p3[3], 0);
+		v.data = p3;
+		v.bits = 3;
+		ck_assert_int_eq(nq_plane_unpack(&v, 1, 0, 5, got), 0);
+		ck_assert_mem_eq(got, r3, 5);
+	}
+	ck_assert_int_eq(nq_plane_pack_row(p8, 9, 0, 5, 1, row, 8, true), -EINVAL);
+	v.layout = 9;
+	ck_assert_int_eq(nq_plane_unpack(&v, 1, 0, 5, got), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(nq_last_error(), "layout 9 unknown"));
+	row[2] = 4;
+	ck_assert_int_eq(nq_plane_pack_row(p8, NQ_PLANE_PANEL16X4, 0, 5, 1, row, 3, true), -ERANGE);
+}
+END_TEST
+
 START_TEST(pack_unpack_every_width)
 {
 	int8_t in[67], back[67];
@@ -252,8 +306,12 @@ static void init_model(struct model *m, const uint8_t *bits, uint32_t nl, bool c
 	m->d[2] = (struct nq_layer_desc){ .name = "conv_pw", .kind = NQ_LAYER_CONV, .oc = 7,
 		.k = 5, .groups = 1, .kh = 1, .kw = 1, .cin_per_group = 5 };
 	m->d[3] = (struct nq_layer_desc){ .name = "fc", .kind = NQ_LAYER_GEMM, .oc = 3, .k = 12 };
-	/* One plane with a padded row stride, as a converter may want. */
+	/* One plane with a padded row stride, as a converter may want; the
+	 * ungrouped conv and the gemm in panel order (oc 5 and 3, k 27 and
+	 * 12: a partial 16-channel group and, for 27, a partial quad). */
 	m->d[2].row_stride[0] = 16;
+	m->d[0].layout = NQ_PLANE_PANEL16X4;
+	m->d[3].layout = NQ_PLANE_PANEL16X4;
 	for (uint32_t li = 0; li < m->n_layers; li++)
 		fill_layer(m, li);
 }
@@ -352,12 +410,18 @@ static int write_planes(const struct model *m, struct nq_writer *w, uint32_t upt
 			int err;
 
 			ck_assert_int_eq(nq_writer_plane_layout(w, li, k, &stride, &size), 0);
-			ck_assert_uint_eq(size, (uint64_t)d->oc * stride);
+			if (d->layout == NQ_PLANE_PANEL16X4) {
+				ck_assert_uint_eq(stride, 0);
+				ck_assert_uint_eq(size, (d->oc + 15) / 16 * ((d->k + 3) / 4) * 8 *
+						  d->plane_bits[k]);
+			} else {
+				ck_assert_uint_eq(size, (uint64_t)d->oc * stride);
+			}
 			buf = calloc(1, size);
 			for (uint32_t c = 0; c < d->oc; c++)
-				ck_assert_int_eq(nq_pack_row(m->plane[li][k] + c * d->k, d->k,
-							     d->plane_bits[k], d->plane_signed[k],
-							     buf + (uint64_t)c * stride), 0);
+				ck_assert_int_eq(nq_plane_pack_row(buf, d->layout, stride, d->k, c,
+								   m->plane[li][k] + c * d->k,
+								   d->plane_bits[k], d->plane_signed[k]), 0);
 			err = nq_writer_write_plane(w, li, k, buf, size);
 			free(buf);
 			if (err)
@@ -463,15 +527,18 @@ static void check_model(const struct model *m, const struct nq_file *f)
 			ck_assert_int_eq(v.is_signed, d->plane_signed[k]);
 			ck_assert_uint_eq(v.rows, d->oc);
 			ck_assert_uint_eq(v.k, d->k);
-			ck_assert_uint_eq(v.row_stride, d->row_stride[k] ? d->row_stride[k] :
-					  nq_packed_bytes(d->k, d->plane_bits[k]));
+			ck_assert_uint_eq(v.layout, d->layout);
+			if (d->layout == NQ_PLANE_PANEL16X4)
+				ck_assert_uint_eq(v.row_stride, 0);
+			else
+				ck_assert_uint_eq(v.row_stride, d->row_stride[k] ? d->row_stride[k] :
+						  nq_packed_bytes(d->k, d->plane_bits[k]));
 			ck_assert_uint_eq(v.offset % NQ_PLANE_ALIGN, 0);
 			ck_assert(v.offset >= lv->region_offset &&
 				  v.offset + v.size <= lv->region_offset + lv->region_size);
 			for (uint32_t c = 0; c < d->oc; c++) {
 				/* the raw plane and the composed weights */
-				ck_assert_int_eq(nq_unpack_row(v.data + (uint64_t)c * v.row_stride, 0,
-							       d->k, v.bits, v.is_signed, got), 0);
+				ck_assert_int_eq(nq_plane_unpack(&v, c, 0, d->k, got), 0);
 				ck_assert_mem_eq(got, m->plane[li][k] + c * d->k, d->k);
 				ck_assert_int_eq(nq_file_unpack_weights(f, li, k, c, 0, d->k, got), 0);
 				ck_assert_mem_eq(got, m->q[li][k] + c * d->k, d->k);
@@ -634,6 +701,19 @@ START_TEST(writer_enforces_plane_order_and_freezes_the_graph)
 	ck_assert_ptr_nonnull(strstr(nq_last_error(), "not above"));
 	init_model(&m, bits, 2, false, 0);
 	w = declare_model(&m, path_in_tmp("order.nq"));
+	{
+		struct nq_layer_desc bad = m.d[1];	/* depthwise */
+
+		bad.name = "dw_panel";
+		bad.layout = NQ_PLANE_PANEL16X4;
+		ck_assert_int_eq(nq_writer_add_layer(w, &bad), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(nq_last_error(), "panel16x4 needs groups = 1"));
+		bad = m.d[0];
+		bad.name = "odd_layout";
+		bad.layout = 5;
+		ck_assert_int_eq(nq_writer_add_layer(w, &bad), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(nq_last_error(), "plane layout 5 unknown"));
+	}
 	ck_assert_int_eq(nq_writer_write_plane(w, 1, 0, buf, 1), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(nq_last_error(), "out of order"));
 	ck_assert_int_eq(nq_writer_write_plane(w, 0, 0, buf, 3), -EINVAL);
@@ -796,6 +876,7 @@ int main(void)
 	tcase_add_test(tc, crc32c_instruction_and_table_agree);
 	tcase_add_test(tc, pack_layout_is_lsb_first);
 	tcase_add_test(tc, pack_unpack_every_width);
+	tcase_add_test(tc, panel_layout_is_channel_quads);
 	tcase_add_test(tc, compose_step_nests_and_checks_range);
 	tcase_add_test(tc, round_trip_two_levels_exact);
 	tcase_add_test(tc, round_trip_two_levels_compact);

@@ -53,7 +53,8 @@ static const struct isa_case isas[] = {
 /* The table of loop index i, or NULL after recording a skip. */
 #define TABLE_OR_SKIP(i)                                                                  \
 	({                                                                                \
-		const struct isa_case *c_ = &isas[i];                                     \
+		const struct isa_case *c_ = &isas[(i) % NISAS];                           \
+		test_layout = (i) / NISAS ? NQ_PLANE_PANEL16X4 : NQ_PLANE_ROWS;           \
 		if (!c_->k)                                                               \
 			NQ_SKIP("%s: not built for this architecture%s", c_->name,      \
 				!strcmp(c_->name, "neon") ?                               \
@@ -135,10 +136,20 @@ static void rand_rq(struct nq_rq *rq)
 	}
 }
 
-static void make_layer(struct layer *L, uint32_t oc, uint32_t k, int chain)
+/*
+ * A random layer of oc x k weights whose planes are in `layout`
+ * (NQ_PLANE_ROWS or NQ_PLANE_PANEL16X4).  ROWS: rows padded to 8 bytes plus
+ * a random extra, as a file might.  PANEL16X4: half the time the padding
+ * (channels past oc, weights past k) holds random values instead of zeros,
+ * which readers must ignore.
+ */
+static void make_layer_in(struct layer *L, uint32_t oc, uint32_t k, int chain, uint32_t layout)
 {
 	const struct chain *ch = &chains[chain];
-	int8_t *q = malloc(k), *r = malloc(k);
+	const bool panel = layout == NQ_PLANE_PANEL16X4;
+	const uint32_t ocp = panel ? nq_round_up(oc, 16) : oc, kpad = panel ? nq_round_up(k, 4) : k;
+	const bool junk = panel && rr(0, 1);
+	int8_t *q = malloc(kpad), *vals[4];
 	uint32_t stride[4];
 
 	memset(L, 0, sizeof(*L));
@@ -150,30 +161,37 @@ static void make_layer(struct layer *L, uint32_t oc, uint32_t k, int chain)
 				  ch->mode == 0 ? ch->bits[l] - ch->bits[l - 1] + 1 :
 				  ch->mode == 1 ? ch->bits[l] - ch->bits[l - 1] :
 				  ch->bits[l] - ch->bits[l - 1];
+		size_t size;
 
 		if (pb < 1)
 			pb = 1;
 		L->bits[l] = ch->bits[l];
-		/* Rows padded to 8 bytes plus a random extra, as a file might. */
 		stride[l] = (uint32_t)((nq_packed_bytes(k, pb) + 7) & ~7ull) + (uint32_t)rr(0, 2) * 8;
-		L->plane[l] = calloc(1, (size_t)stride[l] * oc + 8);
+		size = panel ? nq_panel_plane_bytes(oc, k, pb) : (size_t)stride[l] * oc;
+		L->plane[l] = calloc(1, size + 8);
 		L->wt.plane[l] = (struct nq_plane_view){
-			.data = L->plane[l], .row_stride = stride[l], .rows = oc, .k = k,
-			.bits = pb, .is_signed = l == 0 || ch->mode != 2,
+			.data = L->plane[l], .row_stride = panel ? 0 : stride[l], .rows = oc, .k = k,
+			.bits = pb, .is_signed = l == 0 || ch->mode != 2, .layout = layout,
 		};
 		L->wt.level_bits[l] = ch->bits[l];
+		vals[l] = calloc((size_t)ocp * kpad, 1);
 	}
-	for (uint32_t c = 0; c < oc; c++) {
+	for (uint32_t c = 0; c < ocp; c++) {
 		int extreme = rr(0, 7);
 
 		for (int l = 0; l < ch->n; l++) {
 			const struct nq_plane_view *p = &L->wt.plane[l];
+			int8_t *r = vals[l] + (size_t)c * kpad;
 			int lo, hi;
 
 			ck_assert_int_eq(nq_bits_range(p->bits, p->is_signed, &lo, &hi), 0);
-			for (uint32_t j = 0; j < k; j++) {
+			for (uint32_t j = 0; j < kpad; j++) {
 				int qlo = -(1 << (ch->bits[l] - 1)), qhi = -qlo - 1, v;
 
+				if (c >= oc || j >= k) {
+					r[j] = (int8_t)(junk ? rr(lo, hi) : 0);
+					continue;
+				}
 				if (l == 0) {
 					v = extreme == 0 ? lo : extreme == 1 ? hi : rr(lo, hi);
 					q[j] = (int8_t)v;
@@ -190,10 +208,14 @@ static void make_layer(struct layer *L, uint32_t oc, uint32_t k, int chain)
 				r[j] = (int8_t)v;
 				q[j] = (int8_t)(base + v);
 			}
-			ck_assert_int_eq(nq_pack_row(r, k, p->bits, p->is_signed,
-						     L->plane[l] + (size_t)c * stride[l]), 0);
+			/* The padded matrix packs into the same panel positions
+			 * (same quads per channel), padding included. */
+			ck_assert_int_eq(nq_plane_pack_row(L->plane[l], layout, stride[l], kpad, c, r,
+							   p->bits, p->is_signed), 0);
 		}
 	}
+	for (int l = 0; l < ch->n; l++)
+		free(vals[l]);
 	L->bias = malloc(sizeof(int32_t) * oc);
 	L->rq = malloc(sizeof(struct nq_rq) * oc);
 	for (uint32_t c = 0; c < oc; c++) {
@@ -203,7 +225,43 @@ static void make_layer(struct layer *L, uint32_t oc, uint32_t k, int chain)
 		rand_rq(&L->rq[c]);
 	}
 	free(q);
-	free(r);
+}
+
+/* Layout under test: loop tests run _i over NISAS tables x 2 layouts. */
+static uint32_t test_layout = NQ_PLANE_ROWS;
+
+/* Panel order only where files may have it: groups == 1. */
+static void make_layer(struct layer *L, uint32_t oc, uint32_t k, int chain, uint32_t groups)
+{
+	make_layer_in(L, oc, k, chain, groups == 1 ? test_layout : NQ_PLANE_ROWS);
+}
+
+/* Values of channel c of plane l, and replacing them (either layout). */
+static void get_row(const struct layer *L, int l, uint32_t c, int8_t *v)
+{
+	ck_assert_int_eq(nq_plane_unpack(&L->wt.plane[l], c, 0, L->k, v), 0);
+}
+
+static void set_row(struct layer *L, int l, uint32_t c, const int8_t *v)
+{
+	const struct nq_plane_view *p = &L->wt.plane[l];
+	int8_t *all;
+
+	if (p->layout == NQ_PLANE_ROWS) {
+		ck_assert_int_eq(nq_plane_pack_row(L->plane[l], p->layout, p->row_stride, L->k, c, v,
+						   p->bits, p->is_signed), 0);
+		return;
+	}
+	/* Panel fields are ORed in: repack the whole plane. */
+	all = malloc((size_t)L->oc * L->k);
+	for (uint32_t r = 0; r < L->oc; r++)
+		get_row(L, l, r, all + (size_t)r * L->k);
+	memcpy(all + (size_t)c * L->k, v, L->k);
+	memset(L->plane[l], 0, nq_panel_plane_bytes(L->oc, L->k, p->bits));
+	for (uint32_t r = 0; r < L->oc; r++)
+		ck_assert_int_eq(nq_plane_pack_row(L->plane[l], p->layout, 0, L->k, r,
+						   all + (size_t)r * L->k, p->bits, p->is_signed), 0);
+	free(all);
 }
 
 static void free_layer(struct layer *L)
@@ -300,10 +358,10 @@ static void describe(char *buf, size_t n, const struct conv_case *cc, const stru
 		     int chain, uint32_t level, const struct nq_conv_args *a)
 {
 	snprintf(buf, n, "in %ux%ux%ux%u oc %u groups %u k %ux%u stride %u,%u pad %u,%u,%u,%u "
-		 "dil %u,%u chain %d level %u/%u zx %d zy %d [%d,%d]",
+		 "dil %u,%u chain %d level %u/%u zx %d zy %d [%d,%d] planes %s",
 		 cc->n, cc->h, cc->w, cc->c, cc->oc, cc->groups, cc->kh, cc->kw, cc->sh, cc->sw,
 		 cc->pt, cc->pl, cc->pb, cc->pr, cc->dh, cc->dw, chain, level, L->levels,
-		 a->zx, a->zy, a->lo, a->hi);
+		 a->zx, a->zy, a->lo, a->hi, nq_plane_layout_name(L->wt.plane[0].layout));
 }
 
 /* Run one case at every level on the table and the oracle; compare bytes. */
@@ -317,7 +375,7 @@ static void compare_case(const struct nq_kernels *k, enum which w, const struct 
 	uint8_t *in = xalloc(in_bytes + 1);
 	char what[320];
 
-	make_layer(&L, cc->oc, K, chain);
+	make_layer(&L, cc->oc, K, chain, cc->groups);
 	fill_input(in, in_bytes);
 	for (uint32_t level = 0; level < L.levels; level++) {
 		size_t out_bytes;
@@ -444,6 +502,143 @@ START_TEST(gemm_matches_scalar)
 }
 END_TEST
 
+/*
+ * The same weights stored in both layouts give the same bytes on every
+ * table, the oracle included (the oracle's panel reader is checked against
+ * its row reader, not only against itself): odd oc and k.
+ */
+START_TEST(both_layouts_give_the_same_bytes)
+{
+	const struct nq_kernels *k = TABLE_OR_SKIP(_i);
+
+	for (int t = 0; t < 40; t++) {
+		struct conv_case cc;
+		struct layer R, P;
+		struct nq_conv_args a;
+		uint8_t *in, *o[3];
+		size_t ib, ob;
+		int8_t *v;
+
+		random_case(&cc, false);
+		cc.groups = 1;
+		cc.c = t % 3 ? (uint32_t)rr(1, 90) : (uint32_t)rr(1, 12) * 4;
+		cc.oc = (uint32_t)rr(1, 90) | 1;
+		make_layer_in(&R, cc.oc, cc.kh * cc.kw * cc.c, rr(0, NCHAINS - 1), NQ_PLANE_ROWS);
+		P = R;
+		v = malloc(R.k);
+		for (uint32_t l = 0; l < R.levels; l++) {
+			const struct nq_plane_view *rp = &R.wt.plane[l];
+			size_t size = nq_panel_plane_bytes(R.oc, R.k, rp->bits);
+
+			P.plane[l] = calloc(1, size);
+			P.wt.plane[l].data = P.plane[l];
+			P.wt.plane[l].layout = NQ_PLANE_PANEL16X4;
+			P.wt.plane[l].row_stride = 0;
+			P.wt.plane[l].size = size;
+			for (uint32_t c = 0; c < R.oc; c++) {
+				get_row(&R, (int)l, c, v);
+				ck_assert_int_eq(nq_plane_pack_row(P.plane[l], NQ_PLANE_PANEL16X4, 0, R.k,
+								   c, v, rp->bits, rp->is_signed), 0);
+			}
+		}
+		free(v);
+		ib = (size_t)cc.n * cc.h * cc.w * cc.c;
+		in = xalloc(ib + 1);
+		fill_input(in, ib);
+		for (uint32_t level = 0; level < R.levels; level++) {
+			fill_args(&a, &cc, &R, level);
+			ob = (size_t)a.out.n * a.out.h * a.out.w * a.out.c;
+			for (int i = 0; i < 3; i++) {
+				o[i] = xalloc(ob + 1);
+				memset(o[i], 0x5a, ob + 1);
+			}
+			ck_assert_int_eq(run_conv(&nq_kernels_scalar, CONV, &a, in, o[0]), 0);
+			a.wt = P.wt;
+			a.wt.level = level;
+			ck_assert_int_eq(run_conv(&nq_kernels_scalar, CONV, &a, in, o[1]), 0);
+			ck_assert_int_eq(run_conv(k, CONV, &a, in, o[2]), 0);
+			ck_assert_msg(!memcmp(o[0], o[1], ob + 1), "scalar: panel differs from rows (oc %u k %u)",
+				      cc.oc, R.k);
+			ck_assert_msg(!memcmp(o[0], o[2], ob + 1), "%s: panel differs from rows (oc %u k %u)",
+				      k->name, cc.oc, R.k);
+			for (int i = 0; i < 3; i++)
+				free(o[i]);
+		}
+		free(in);
+		for (uint32_t l = 0; l < R.levels; l++)
+			free(P.plane[l]);
+		free_layer(&R);
+	}
+}
+END_TEST
+
+/*
+ * The generic unpacker (the fallback of every SIMD table) against the
+ * oracle's row reader, both layouts, any row range (also ranges that do not
+ * start a 16-channel group), odd oc and k, kp padding zeroed, row sums.
+ */
+START_TEST(generic_unpacker_reads_both_layouts)
+{
+	for (int t = 0; t < 60; t++) {
+		const uint32_t oc = (uint32_t)rr(1, 50), k = (uint32_t)rr(1, 700);
+		const uint32_t kp = nq_round_up(k, 16) + (uint32_t)rr(0, 1) * 16;
+		const uint32_t row0 = (uint32_t)rr(0, (int)oc - 1), n = (uint32_t)rr(1, (int)(oc - row0));
+		struct layer L;
+		int8_t *got = malloc((size_t)n * kp), *want = malloc(k);
+		int32_t sums[50];
+
+		make_layer_in(&L, oc, k, rr(0, NCHAINS - 1),
+			      t % 2 ? NQ_PLANE_PANEL16X4 : NQ_PLANE_ROWS);
+		L.wt.level = (uint32_t)rr(0, (int)L.levels - 1);
+		memset(got, 0x55, (size_t)n * kp);
+		ck_assert_int_eq(nq_unpack_rows(&L.wt, row0, n, k, kp, got, sums), 0);
+		for (uint32_t r = 0; r < n; r++) {
+			int32_t sum = 0;
+
+			ck_assert_int_eq(nq_weights_row(&L.wt, row0 + r, 0, k, want), 0);
+			ck_assert_mem_eq(got + (size_t)r * kp, want, k);
+			for (uint32_t i = 0; i < k; i++)
+				sum += want[i];
+			ck_assert_int_eq(sums[r], sum);
+			for (uint32_t i = k; i < kp; i++)
+				ck_assert_int_eq(got[(size_t)r * kp + i], 0);
+		}
+		free(got);
+		free(want);
+		free_layer(&L);
+	}
+	/* Panel planes straight into a kernel panel (the AVX-512 path
+	 * without VBMI), against the rows above rearranged by hand. */
+	for (int t = 0; t < 60; t++) {
+		const uint32_t oc = (uint32_t)rr(1, 90), k = (uint32_t)rr(1, 300);
+		const uint32_t kq = nq_round_up(k, 4), quads = kq / 4;
+		const uint32_t c0 = 16 * (uint32_t)rr(0, (int)(oc - 1) / 16);
+		const uint32_t nc = (uint32_t)rr(1, (int)(oc - c0 < 64 ? oc - c0 : 64));
+		const uint32_t w = nq_round_up(nc, 16) + (uint32_t)rr(0, 1) * 16;
+		struct layer L;
+		int8_t *rows = malloc((size_t)nc * kq), *panel = malloc((size_t)quads * w * 4);
+		int32_t sums[64], psums[80];
+
+		make_layer_in(&L, oc, k, rr(0, NCHAINS - 1), NQ_PLANE_PANEL16X4);
+		L.wt.level = (uint32_t)rr(0, (int)L.levels - 1);
+		ck_assert_int_eq(nq_unpack_rows(&L.wt, c0, nc, k, kq, rows, sums), 0);
+		memset(panel, 0x55, (size_t)quads * w * 4);
+		ck_assert(nq_unpack_panel(&L.wt, c0, nc, k, panel, w, psums));
+		for (uint32_t c = 0; c < nq_round_up(nc, 16); c++) {
+			ck_assert_int_eq(psums[c], c < nc ? sums[c] : 0);
+			for (uint32_t j = 0; j < kq; j++)
+				ck_assert_int_eq(panel[((size_t)(j / 4) * w + c) * 4 + j % 4],
+						 c < nc ? rows[(size_t)c * kq + j] : 0);
+		}
+		ck_assert(!nq_unpack_panel(&L.wt, c0 + 1, nc - 1 ? nc - 1 : 1, k, panel, w, psums) ||
+			  c0 + 1 >= oc);
+		free(rows);
+		free(panel);
+		free_layer(&L);
+	}
+}
+END_TEST
+
 /* A composed value outside the level's range: both report -ERANGE. */
 START_TEST(corrupt_plane_is_an_error_on_every_table)
 {
@@ -453,19 +648,17 @@ START_TEST(corrupt_plane_is_an_error_on_every_table)
 	struct nq_conv_args a;
 	uint8_t in[256], out[512];
 
-	make_layer(&L, cc.oc, 9 * 16, 2);	/* 6|8 exact: 6-bit q0, 3-bit r */
+	make_layer(&L, cc.oc, 9 * 16, 2, 1);	/* 6|8 exact: 6-bit q0, 3-bit r */
 	/* Row 7, weight 5: q0 = -32 and r = -4 compose to -132. */
 	{
 		int8_t q0[144], r[144];
 
-		ck_assert_int_eq(nq_unpack_row(L.plane[0] + 7 * L.wt.plane[0].row_stride, 0, 144, 6,
-					       true, q0), 0);
-		ck_assert_int_eq(nq_unpack_row(L.plane[1] + 7 * L.wt.plane[1].row_stride, 0, 144, 3,
-					       true, r), 0);
+		get_row(&L, 0, 7, q0);
+		get_row(&L, 1, 7, r);
 		q0[5] = -32;
 		r[5] = -4;
-		ck_assert_int_eq(nq_pack_row(q0, 144, 6, true, L.plane[0] + 7 * L.wt.plane[0].row_stride), 0);
-		ck_assert_int_eq(nq_pack_row(r, 144, 3, true, L.plane[1] + 7 * L.wt.plane[1].row_stride), 0);
+		set_row(&L, 0, 7, q0);
+		set_row(&L, 1, 7, r);
 	}
 	memset(in, 7, sizeof(in));
 	fill_args(&a, &cc, &L, 1);
@@ -478,17 +671,16 @@ START_TEST(corrupt_plane_is_an_error_on_every_table)
 	free_layer(&L);
 
 	/* Inside int8 but outside a 4-bit level: 3|4|7, q0 = -4, r1 = -1. */
-	make_layer(&L, cc.oc, 9 * 16, 9);
+	make_layer(&L, cc.oc, 9 * 16, 9, 1);
 	{
 		int8_t q0[144], r[144];
-		const struct nq_plane_view *p0 = &L.wt.plane[0], *p1 = &L.wt.plane[1];
 
-		ck_assert_int_eq(nq_unpack_row(L.plane[0] + 3 * p0->row_stride, 0, 144, 3, true, q0), 0);
-		ck_assert_int_eq(nq_unpack_row(L.plane[1] + 3 * p1->row_stride, 0, 144, p1->bits, true, r), 0);
+		get_row(&L, 0, 3, q0);
+		get_row(&L, 1, 3, r);
 		q0[2] = -4;
 		r[2] = -1;
-		ck_assert_int_eq(nq_pack_row(q0, 144, 3, true, L.plane[0] + 3 * p0->row_stride), 0);
-		ck_assert_int_eq(nq_pack_row(r, 144, p1->bits, true, L.plane[1] + 3 * p1->row_stride), 0);
+		set_row(&L, 0, 3, q0);
+		set_row(&L, 1, 3, r);
 	}
 	fill_args(&a, &cc, &L, 1);
 	ck_assert_int_eq(run_conv(&nq_kernels_scalar, CONV, &a, in, out), -ERANGE);
@@ -518,7 +710,7 @@ START_TEST(every_plane_pair_composes_as_scalar)
 		const struct nq_plane_view *p0, *p1;
 		int lo0, hi0, lo1, hi1, idx = 0, bad = 0;
 
-		make_layer(&L, cc.oc, 70, chain_ids[ci]);
+		make_layer(&L, cc.oc, 70, chain_ids[ci], 1);
 		p0 = &L.wt.plane[0];
 		p1 = &L.wt.plane[1];
 		ck_assert_int_eq(nq_bits_range(p0->bits, p0->is_signed, &lo0, &hi0), 0);
@@ -526,35 +718,33 @@ START_TEST(every_plane_pair_composes_as_scalar)
 		for (int a0 = lo0; a0 <= hi0; a0++)
 		for (int a1 = lo1; a1 <= hi1; a1++, idx++) {
 			uint32_t row = (uint32_t)idx % cc.oc, lane = (uint32_t)(idx * 7) % 70;
-			uint8_t *r0 = L.plane[0] + (size_t)row * p0->row_stride;
-			uint8_t *r1 = L.plane[1] + (size_t)row * p1->row_stride;
 			struct nq_conv_args a;
 			int8_t keep0, keep1;
 			int e1, e2;
 
-			ck_assert_int_eq(nq_unpack_row(r0, 0, 70, p0->bits, p0->is_signed, q0), 0);
-			ck_assert_int_eq(nq_unpack_row(r1, 0, 70, p1->bits, p1->is_signed, r), 0);
+			get_row(&L, 0, row, q0);
+			get_row(&L, 1, row, r);
 			keep0 = q0[lane];
 			keep1 = r[lane];
 			q0[lane] = (int8_t)a0;
 			r[lane] = (int8_t)a1;
-			ck_assert_int_eq(nq_pack_row(q0, 70, p0->bits, p0->is_signed, r0), 0);
-			ck_assert_int_eq(nq_pack_row(r, 70, p1->bits, p1->is_signed, r1), 0);
+			set_row(&L, 0, row, q0);
+			set_row(&L, 1, row, r);
 			fill_input(in, sizeof(in));
 			fill_args(&a, &cc, &L, 1);
 			memset(o1, 0, sizeof(o1));
 			memset(o2, 0, sizeof(o2));
 			e1 = run_conv(&nq_kernels_scalar, GEMM, &a, in, o1);
 			e2 = run_conv(k, GEMM, &a, in, o2);
-			ck_assert_msg(e1 == e2, "%s: chain %d q0 %d r %d: %d vs oracle %d", k->name,
-				      chain_ids[ci], a0, a1, e2, e1);
+			ck_assert_msg(e1 == e2, "%s (%s): chain %d q0 %d r %d: %d vs oracle %d", k->name,
+				      nq_plane_layout_name(test_layout), chain_ids[ci], a0, a1, e2, e1);
 			if (!e1)
 				ck_assert_mem_eq(o1, o2, sizeof(o1));
 			bad += e1 != 0;
 			q0[lane] = keep0;
 			r[lane] = keep1;
-			ck_assert_int_eq(nq_pack_row(q0, 70, p0->bits, p0->is_signed, r0), 0);
-			ck_assert_int_eq(nq_pack_row(r, 70, p1->bits, p1->is_signed, r1), 0);
+			set_row(&L, 0, row, q0);
+			set_row(&L, 1, row, r);
 		}
 		/* Below -128 exactly when q0 is the lowest and a signed r < 0. */
 		ck_assert_int_eq(bad, p1->is_signed ? 1 << (p1->bits - 1) : 0);
@@ -729,6 +919,7 @@ START_TEST(any_thread_count_gives_the_same_bytes)
 		uint8_t *in, *ref = NULL;
 		size_t ib, ob;
 
+		test_layout = t % 2 ? NQ_PLANE_PANEL16X4 : NQ_PLANE_ROWS;
 		random_case(&cc, t % 4 == 3);
 		if (t % 4 == 0)
 			cc.oc = (uint32_t)rr(17, 130) * cc.groups;
@@ -736,7 +927,8 @@ START_TEST(any_thread_count_gives_the_same_bytes)
 			cc.h = (uint32_t)rr(16, 40);
 			cc.w = (uint32_t)rr(16, 40);
 		}
-		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1));
+		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1),
+			   cc.groups);
 		fill_args(&a, &cc, &L, L.levels - 1);
 		ib = (size_t)cc.n * cc.h * cc.w * cc.c;
 		ob = (size_t)a.out.n * a.out.h * a.out.w * a.out.c;
@@ -814,7 +1006,8 @@ START_TEST(any_split_gives_the_same_bytes)
 			if (cc.groups == 1 && t % 2 == 0)
 				cc.oc = (uint32_t)rr(65, 200);
 		}
-		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1));
+		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1),
+			   cc.groups);
 		fill_args(&a, &cc, &L, L.levels - 1);
 		ib = (size_t)cc.n * cc.h * cc.w * cc.c;
 		ob = (size_t)a.out.n * a.out.h * a.out.w * a.out.c;
@@ -1024,17 +1217,19 @@ int main(void)
 	TCase *tc = tcase_create("kernels");
 
 	tcase_set_timeout(tc, 600);
-	tcase_add_loop_test(tc, conv_matches_scalar_on_random_shapes, 0, NISAS);
-	tcase_add_loop_test(tc, conv_matches_scalar_on_resnet_like_shapes, 0, NISAS);
+	tcase_add_loop_test(tc, conv_matches_scalar_on_random_shapes, 0, 2 * NISAS);
+	tcase_add_loop_test(tc, conv_matches_scalar_on_resnet_like_shapes, 0, 2 * NISAS);
 	tcase_add_loop_test(tc, depthwise_matches_scalar, 0, NISAS);
-	tcase_add_loop_test(tc, gemm_matches_scalar, 0, NISAS);
-	tcase_add_loop_test(tc, corrupt_plane_is_an_error_on_every_table, 0, NISAS);
-	tcase_add_loop_test(tc, every_plane_pair_composes_as_scalar, 0, NISAS);
+	tcase_add_loop_test(tc, gemm_matches_scalar, 0, 2 * NISAS);
+	tcase_add_loop_test(tc, both_layouts_give_the_same_bytes, 0, NISAS);
+	tcase_add_test(tc, generic_unpacker_reads_both_layouts);
+	tcase_add_loop_test(tc, corrupt_plane_is_an_error_on_every_table, 0, 2 * NISAS);
+	tcase_add_loop_test(tc, every_plane_pair_composes_as_scalar, 0, 2 * NISAS);
 	tcase_add_loop_test(tc, add_and_eltwise_match_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, pools_match_scalar, 0, NISAS);
 	tcase_add_loop_test(tc, quantize_matches_scalar, 0, NISAS);
 	tcase_add_test(tc, any_thread_count_gives_the_same_bytes);
-	tcase_add_loop_test(tc, any_split_gives_the_same_bytes, 0, NISAS);
+	tcase_add_loop_test(tc, any_split_gives_the_same_bytes, 0, 2 * NISAS);
 	tcase_add_test(tc, pool_runs_every_part_once_per_dispatch);
 	tcase_add_test(tc, wake_keeps_workers_off_the_callers_cpu);
 	tcase_add_test(tc, thread_count_follows_quota_env_and_api);

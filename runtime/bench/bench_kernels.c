@@ -11,7 +11,10 @@
  *    levels, split across T threads exactly as the executor does; the
  *    median of N runs, as int8 ops/s and % of the T-thread peak.
  *
- *   bench_kernels [--threads T] [--iters N] [--shape I]
+ *   bench_kernels [--threads T] [--iters N] [--shape I] [--rows]
+ *
+ * Planes are in the PANEL16X4 layout the converter writes for these layers;
+ * --rows packs them in the ROWS layout instead.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -161,6 +164,8 @@ static void part(void *arg, unsigned int i, unsigned int n)
 		j->err = err;
 }
 
+static bool rows_layout;
+
 static int bench_shape(const struct nq_kernels *k, struct nq_pool *pool, const struct shape *s,
 		       int iters, double peak)
 {
@@ -179,16 +184,21 @@ static int bench_shape(const struct nq_kernels *k, struct nq_pool *pool, const s
 	row = malloc(K);
 	for (int l = 0; l < 2; l++) {
 		uint32_t stride = (uint32_t)((nq_packed_bytes(K, bits[l]) + 63) & ~63ull);
+		uint32_t layout = rows_layout ? NQ_PLANE_ROWS : NQ_PLANE_PANEL16X4;
+		size_t size = rows_layout ? (size_t)stride * s->oc :
+			      (nq_panel_plane_bytes(s->oc, K, bits[l]) + 63) & ~(size_t)63;
 
-		plane[l] = aligned_alloc(64, (size_t)stride * s->oc);
+		plane[l] = aligned_alloc(64, size);
+		memset(plane[l], 0, size);
 		for (uint32_t c = 0; c < s->oc; c++) {
 			for (uint32_t i = 0; i < K; i++)
 				row[i] = (int8_t)(l ? (int)(rnd() % 7) - 3 : (int)(rnd() % 63) - 31);
-			nq_pack_row(row, K, bits[l], true, plane[l] + (size_t)c * stride);
+			nq_plane_pack_row(plane[l], layout, stride, K, c, row, bits[l], true);
 		}
-		a.wt.plane[l] = (struct nq_plane_view){ .data = plane[l], .row_stride = stride,
+		a.wt.plane[l] = (struct nq_plane_view){ .data = plane[l],
+							.row_stride = rows_layout ? stride : 0,
 							.rows = s->oc, .k = K, .bits = bits[l],
-							.is_signed = true };
+							.is_signed = true, .layout = layout };
 	}
 	a.wt.level_bits[0] = 6;
 	a.wt.level_bits[1] = 8;
@@ -254,8 +264,10 @@ int main(int argc, char **argv)
 			only = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--iters") && i + 1 < argc)
 			iters = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--rows"))
+			rows_layout = true;
 		else {
-			fprintf(stderr, "usage: %s [--threads T] [--iters N] [--shape I]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--threads T] [--iters N] [--shape I] [--rows]\n", argv[0]);
 			return 2;
 		}
 	}

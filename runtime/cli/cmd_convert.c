@@ -65,6 +65,8 @@ static void usage(FILE *out)
 		"  -o, --output PATH   output file (written atomically)\n"
 		"  --threads N         worker threads (default 2)\n"
 		"  --seed N            seed for sampling and noise (default 1)\n"
+		"  --plane-layout L    weight plane order: auto (default: 16 x 4 panels for\n"
+		"                      layers with groups = 1, rows for the others) or rows\n"
 		"  --quiet             no progress, no summary\n"
 		"  --json              summary as one JSON object on stdout\n\n"
 		"Exit status: 0 on success, 1 on error (no output file is left), 130 when\n"
@@ -235,6 +237,7 @@ enum {
 	OPT_LEVELS = 256, OPT_ROUNDING, OPT_FULL_ROUNDING, OPT_RESIDUAL, OPT_WSCALE, OPT_LSCALE,
 	OPT_CALIB, OPT_CALIB_DATA, OPT_CALIB_COUNT, OPT_CALIB_METHOD, OPT_PERCENTILE, OPT_MEAN,
 	OPT_STD, OPT_LAYOUT, OPT_INPUT_SCALE, OPT_CALIB_CACHE, OPT_THREADS, OPT_SEED, OPT_QUIET, OPT_JSON, OPT_ADA_ROWS,
+	OPT_PLANE_LAYOUT,
 };
 
 static const struct option longopts[] = {
@@ -258,6 +261,7 @@ static const struct option longopts[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "adaround-rows", required_argument, NULL, OPT_ADA_ROWS },
+	{ "plane-layout", required_argument, NULL, OPT_PLANE_LAYOUT },
 	{ "quiet", no_argument, NULL, OPT_QUIET },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ NULL, 0, NULL, 0 },
@@ -385,6 +389,14 @@ static int run(int argc, char **argv)
 				o.pre.layout = NQ_LAYOUT_NHWC;
 			} else {
 				cli_error("convert", "--layout %s: use nchw or nhwc", optarg);
+				return 2;
+			}
+			break;
+		case OPT_PLANE_LAYOUT:
+			if (!strcmp(optarg, "auto") || !strcmp(optarg, "rows")) {
+				o.rows_only = !strcmp(optarg, "rows");
+			} else {
+				cli_error("convert", "--plane-layout %s: use auto or rows", optarg);
 				return 2;
 			}
 			break;

@@ -136,13 +136,13 @@ static void print_text(const struct nq_file *f, const char *path, int verified)
 			char cell[32];
 
 			nq_file_plane(f, i, k, &v);
-			snprintf(cell, sizeof(cell), "%u%c:%" PRIu64, v.bits, v.is_signed ? 's' : 'u',
-				 v.size);
+			snprintf(cell, sizeof(cell), "%u%c%s:%" PRIu64, v.bits, v.is_signed ? 's' : 'u',
+				 v.layout == NQ_PLANE_PANEL16X4 ? "p" : "", v.size);
 			printf(" %12s", cell);
 		}
 		printf("\n");
 	}
-	printf("  (level cells: plane bits, s/u = signed/unsigned, : plane bytes)\n");
+	printf("  (level cells: plane bits, s/u = signed/unsigned, p = panel16x4 order, : plane bytes)\n");
 }
 
 static void print_json(const struct nq_file *f, const char *path, int verified)
@@ -218,9 +218,10 @@ static void print_json(const struct nq_file *f, const char *path, int verified)
 			struct nq_plane_view v;
 
 			nq_file_plane(f, i, k, &v);
-			printf("%s{\"bits\": %u, \"signed\": %s, \"bytes\": %" PRIu64 ", \"row_stride\": %u}",
+			printf("%s{\"bits\": %u, \"signed\": %s, \"bytes\": %" PRIu64 ", \"layout\": \"%s\", "
+			       "\"row_stride\": %u}",
 			       k ? ", " : "", v.bits, v.is_signed ? "true" : "false", v.size,
-			       v.row_stride);
+			       nq_plane_layout_name(v.layout), v.row_stride);
 		}
 		printf("]}");
 	}

@@ -74,6 +74,126 @@ static inline __m256i decode16(const uint8_t *src, uint64_t avail, const struct 
 }
 
 /*
+ * unpack_rows for PANEL16X4 planes (format/SPEC.md "Packing"): values
+ * 16 m .. 16 m + 15 of a chunk, 2 * bits bytes from byte 2 m * bits, are
+ * the 4 weights of channels 4 m .. 4 m + 3 of the group: one decode16
+ * each, composed and checked as in unpack_rows, then 4 bytes to each of the
+ * 4 rows (kp a multiple of 16, as for unpack_rows).  Lanes of channels
+ * >= n and weights >= k (padding) are zeroed.  A group with a value out of
+ * range goes to the generic unpacker (which lets the oracle name it); so do
+ * row ranges that do not start a plane group.
+ */
+static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+			uint32_t kp, int8_t *dst, int32_t *rowsum)
+{
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	__m256i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS];
+	__m128i sh[NQ_FORMAT_MAX_LEVELS];
+	const uint32_t quads = (k + 3) / 4;
+	const __m256i ones = _mm256_set1_epi16(1);
+	const __m256i lane_ch = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+	const __m256i lane_k = _mm256_setr_epi16(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
+
+	if (!nq_planes_decodable(wt) || row0 % 16)
+		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l];
+
+		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		lo[l] = _mm256_set1_epi16((int16_t)-(1 << (b - 1)));
+		hi[l] = _mm256_set1_epi16((int16_t)((1 << (b - 1)) - 1));
+		sh[l] = _mm_cvtsi32_si128(l ? b - wt->level_bits[l - 1] : 0);
+	}
+	for (uint32_t g0 = row0; g0 < row0 + n; g0 += 16) {
+		const uint32_t nr = row0 + n - g0 < 16 ? row0 + n - g0 : 16;
+		int8_t *rows = dst + (uint64_t)(g0 - row0) * kp;
+		const uint8_t *src[NQ_FORMAT_MAX_LEVELS], *end[NQ_FORMAT_MAX_LEVELS];
+		__m256i bad = _mm256_setzero_si256();
+		__m256i sum[4] = { bad, bad, bad, bad };
+
+		for (uint32_t l = 0; l <= wt->level; l++) {
+			const struct nq_plane_view *p = &wt->plane[l];
+
+			src[l] = p->data + nq_plane_channel_offset(p, g0);
+			end[l] = src[l] + nq_panel_group_bytes(k, p->bits);
+		}
+		/* Four quads at a time: a 4 x 4 dword transpose turns the
+		 * four decodes of channels 4 m .. 4 m + 3 into 16 bytes of
+		 * each of their rows (kp, a multiple of 16, has room). */
+		for (uint32_t jb = 0; jb < quads; jb += 4) {
+			for (uint32_t m = 0; 4 * m < nr; m++) {
+				const __m256i chlive = _mm256_cmpgt_epi16(
+						_mm256_set1_epi16((int16_t)(nr - 4 * m)), lane_ch);
+				__m128i v[4];
+
+				for (uint32_t jj = 0; jj < 4; jj++) {
+					const uint32_t j = jb + jj;
+					__m256i live, q = _mm256_setzero_si256();
+
+					if (j >= quads) {
+						v[jj] = _mm_setzero_si128();
+						continue;
+					}
+					live = _mm256_and_si256(chlive, _mm256_cmpgt_epi16(
+							_mm256_set1_epi16((int16_t)(k - 4 * j)), lane_k));
+					for (uint32_t l = 0; l <= wt->level; l++) {
+						const unsigned int bits = wt->plane[l].bits;
+						const uint8_t *at = src[l] + (uint64_t)j * 8 * bits + 2 * m * bits;
+						__m256i x = decode16(at, (uint64_t)(end[l] - at), &f[l]);
+
+						if (l == 0) {
+							q = x;
+							continue;
+						}
+						q = _mm256_add_epi16(_mm256_sll_epi16(q, sh[l]), x);
+						bad = _mm256_or_si256(bad, _mm256_and_si256(live,
+								_mm256_or_si256(_mm256_cmpgt_epi16(q, hi[l]),
+										_mm256_cmpgt_epi16(lo[l], q))));
+					}
+					q = _mm256_and_si256(q, live);
+					sum[m] = _mm256_add_epi32(sum[m], _mm256_madd_epi16(q, ones));
+					q = _mm256_permute4x64_epi64(_mm256_packs_epi16(q, q), 0x08);
+					v[jj] = _mm256_castsi256_si128(q);
+				}
+				{
+					__m128i a0 = _mm_unpacklo_epi32(v[0], v[1]), a1 = _mm_unpackhi_epi32(v[0], v[1]);
+					__m128i a2 = _mm_unpacklo_epi32(v[2], v[3]), a3 = _mm_unpackhi_epi32(v[2], v[3]);
+					__m128i r[4] = {
+						_mm_unpacklo_epi64(a0, a2), _mm_unpackhi_epi64(a0, a2),
+						_mm_unpacklo_epi64(a1, a3), _mm_unpackhi_epi64(a1, a3),
+					};
+
+					for (uint32_t t = 0; t < 4 && 4 * m + t < nr; t++)
+						_mm_storeu_si128((void *)(rows + (uint64_t)(4 * m + t) * kp +
+									  4 * jb), r[t]);
+				}
+			}
+		}
+		if (!_mm256_testz_si256(bad, bad)) {
+			int err = nq_unpack_rows(wt, g0, nr, k, kp, rows,
+						 rowsum ? rowsum + (g0 - row0) : NULL);
+
+			if (err)
+				return err;
+			continue;
+		}
+		for (uint32_t m = 0; 4 * m < nr; m++) {
+			int32_t s32[8];
+
+			_mm256_storeu_si256((void *)s32, sum[m]);
+			for (uint32_t t = 0; t < 4 && 4 * m + t < nr; t++) {
+				if (rowsum)
+					rowsum[g0 - row0 + 4 * m + t] = s32[2 * t] + s32[2 * t + 1];
+				if (kp > 4 * nq_round_up(quads, 4))
+					memset(rows + (uint64_t)(4 * m + t) * kp + 4 * nq_round_up(quads, 4),
+					       0, kp - 4 * nq_round_up(quads, 4));
+			}
+		}
+	}
+	return 0;
+}
+
+/*
  * kernels/pack.h nq_unpack_rows, 16 values at a time, for kp a multiple of
  * 16.  Unusual planes, and rows with a value out of range (so that the
  * oracle names it), go through the generic unpacker.
@@ -87,7 +207,9 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 	const __m256i ones = _mm256_set1_epi16(1);
 	const __m256i iota = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 
-	if (!nq_planes_decodable(wt))
+	if (nq_planes_panel(wt))
+		return unpack_panel(wt, row0, n, k, kp, dst, rowsum);
+	if (!nq_planes_decodable(wt) || !nq_planes_rows(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
 	for (uint32_t l = 0; l <= wt->level; l++) {
 		int b = wt->level_bits[l];

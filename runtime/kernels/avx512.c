@@ -25,7 +25,9 @@
  *
  * Weight panels are composed with AVX-512 VBMI (vpermb, vpmultishiftqb) when
  * the CPU has it (checked at run time; only those functions are built for
- * it), else by the generic unpacker in pack.c.
+ * it), else by the generic unpacker in pack.c.  Planes in the PANEL16X4
+ * layout (format/SPEC.md "Packing") need no transpose: each 64-value chunk
+ * decodes straight into one panel vector, one sequential stream per plane.
  *
  * Requantisation is the oracle's, lane by lane: 64-bit products
  * (vpmuldq), add 2^(s-1), arithmetic shift (vpsravq), saturate to int32
@@ -367,6 +369,147 @@ VBMI static bool panel_nest8(const struct nq_weights *wt, uint32_t c0, uint32_t 
 }
 
 /*
+ * The same two compositions for PANEL16X4 planes (format/SPEC.md
+ * "Packing"): chunk j of a 16-channel group already is panel vector j
+ * (4 k x 16 channels), so each plane is one sequential stream, one decode
+ * per chunk and no transpose.  Lanes of channels >= n and of weights >= k
+ * (the plane's zero padding) are masked to zero before composing, as the
+ * row versions mask lanes past k.
+ */
+static inline __mmask64 chunk_valid(uint32_t n, uint32_t k, uint32_t j)
+{
+	__mmask64 m = mask64(4 * n);
+	uint32_t rem = k - 4 * j;
+
+	if (rem < 4)
+		m &= 0x1111111111111111ull * ((1u << rem) - 1);
+	return m;
+}
+
+VBMI static bool panel_fast_po(const struct nq_weights *wt, uint32_t c0, uint32_t nc, uint32_t k,
+			       int8_t *panel, uint32_t w, int32_t *rowsum)
+{
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	__m512i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], shmask[NQ_FORMAT_MAX_LEVELS];
+	const uint8_t *src[NQ_FORMAT_MAX_LEVELS];
+	const uint32_t quads = (k + 3) / 4;
+	const __m512i ones = _mm512_set1_epi8(1);
+	__mmask64 bad = 0;
+
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		const struct nq_plane_view *p = &wt->plane[l];
+		int b = wt->level_bits[l], d = l ? b - wt->level_bits[l - 1] : 0;
+
+		field_ctl_init(&f[l], p->bits, p->is_signed);
+		lo[l] = _mm512_set1_epi8((char)-(1 << (b - 1)));
+		hi[l] = _mm512_set1_epi8((char)((1 << (b - 1)) - 1));
+		shmask[l] = _mm512_set1_epi8((char)(0xff << d));
+		src[l] = p->data + nq_plane_channel_offset(p, c0);
+	}
+	/* The groups of a block follow each other: the streams run on. */
+	for (uint32_t r0 = 0; r0 < nc; r0 += 16) {
+		const uint32_t n = nc - r0 < 16 ? nc - r0 : 16;
+		int8_t *dst = panel + (uint64_t)r0 * 4;
+		__m512i rs = _mm512_setzero_si512();
+
+		for (uint32_t j = 0; j < quads; j++) {
+			const __mmask64 valid = chunk_valid(n, k, j);
+			__m512i q = _mm512_setzero_si512();
+
+			for (uint32_t l = 0; l <= wt->level; l++) {
+				const unsigned int bytes = 8 * wt->plane[l].bits;
+				__m512i x;
+
+				_mm_prefetch((const char *)src[l] + PF_DIST * bytes, _MM_HINT_T0);
+				x = decode64(src[l], mask64(bytes), &f[l]);
+				src[l] += bytes;
+				if (l == 0) {
+					q = x;
+				} else {
+					unsigned int d = wt->level_bits[l] - wt->level_bits[l - 1];
+					__m512i t = _mm512_and_si512(_mm512_slli_epi16(q, d), shmask[l]);
+					__m512i sum = _mm512_add_epi8(t, x), sat = _mm512_adds_epi8(t, x);
+					__mmask64 m = _mm512_cmpneq_epi8_mask(sum, sat);
+
+					if (wt->level_bits[l] < 8)
+						m |= _mm512_cmplt_epi8_mask(sat, lo[l]) |
+						     _mm512_cmpgt_epi8_mask(sat, hi[l]);
+					bad |= valid & m;
+					q = sum;
+				}
+			}
+			q = _mm512_maskz_mov_epi8(valid, q);
+			_mm512_store_si512(dst + (uint64_t)j * w * 4, q);
+			rs = _mm512_dpbusd_epi32(rs, ones, q);
+		}
+		_mm512_storeu_si512(rowsum + r0, rs);
+	}
+	return !bad;
+}
+
+VBMI static bool panel_nest8_po(const struct nq_weights *wt, uint32_t c0, uint32_t nc, uint32_t k,
+				int8_t *panel, uint32_t w, int32_t *rowsum)
+{
+	const struct nq_plane_view *p0 = &wt->plane[0], *p1 = &wt->plane[1];
+	const bool two = wt->level == 1;
+	const unsigned int b0 = p0->bits, b1 = two ? p1->bits : 1, d = 8 - b0;
+	const uint32_t quads = (k + 3) / 4;
+	const __m512i ones = _mm512_set1_epi8(1), z = _mm512_setzero_si512();
+	const __mmask64 m0 = mask64(8 * b0), m1 = mask64(8 * b1);
+	const uint8_t *s0 = p0->data + nq_plane_channel_offset(p0, c0);
+	const uint8_t *s1 = two ? p1->data + nq_plane_channel_offset(p1, c0) : NULL;
+	struct field_ctl f0, f1;
+	__m512i bad = z;
+
+	field_ctl_init(&f0, b0, true);
+	field_ctl_init(&f1, b1, two && p1->is_signed);
+	if (two) {
+		uint8_t shift[64];
+
+		for (int t = 0; t < 64; t++)
+			shift[t] = (uint8_t)(((t % 8) * b0 - d) & 63);
+		f0.shift = _mm512_loadu_si512(shift);
+		f0.mask = _mm512_set1_epi8((char)(0xff << d));
+	}
+	/* The groups of a block follow each other: the streams run on. */
+	for (uint32_t r0 = 0; r0 < nc; r0 += 16) {
+		const uint32_t n = nc - r0 < 16 ? nc - r0 : 16;
+		const __mmask64 full = mask64(4 * n);
+		int8_t *dst = panel + (uint64_t)r0 * 4;
+		__m512i rs = z;
+
+		for (uint32_t j = 0; j < quads; j++) {
+			const __mmask64 valid = j + 1 < quads ? full : chunk_valid(n, k, j);
+			__m512i x0, x1, q;
+
+			_mm_prefetch((const char *)s0 + PF_DIST * 8 * b0, _MM_HINT_T0);
+			x0 = _mm512_permutexvar_epi8(f0.perm, _mm512_maskz_loadu_epi8(m0, s0));
+			x0 = _mm512_maskz_multishift_epi64_epi8(valid, f0.shift, x0);
+			s0 += 8 * b0;
+			if (!two) {
+				/* (x & mask) ^ sign, minus sign: sign-extended. */
+				x0 = _mm512_ternarylogic_epi32(x0, f0.mask, f0.sign, 0x6a);
+				q = _mm512_sub_epi8(x0, f0.sign);
+			} else {
+				x0 = _mm512_and_si512(x0, f0.mask);
+				_mm_prefetch((const char *)s1 + PF_DIST * 8 * b1, _MM_HINT_T0);
+				x1 = _mm512_permutexvar_epi8(f1.perm, _mm512_maskz_loadu_epi8(m1, s1));
+				x1 = _mm512_maskz_multishift_epi64_epi8(valid, f1.shift, x1);
+				x1 = _mm512_ternarylogic_epi32(x1, f1.mask, f1.sign, 0x6a);
+				s1 += 8 * b1;
+				q = _mm512_add_epi8(x0, _mm512_sub_epi8(x1, f1.sign));
+				/* bad |= t & ~q */
+				bad = _mm512_ternarylogic_epi32(bad, x0, q, 0xf4);
+			}
+			_mm512_store_si512(dst + (uint64_t)j * w * 4, q);
+			rs = _mm512_dpbusd_epi32(rs, ones, q);
+		}
+		_mm512_storeu_si512(rowsum + r0, rs);
+	}
+	return !_mm512_movepi8_mask(bad);
+}
+
+/*
  * Rows [c0, c0 + nc) of the layer into panel [kg][nv * 16][4]; rows nc ..
  * nv * 16 - 1 are zero.  rowbuf: nc * kp bytes of scratch (generic path).
  */
@@ -377,9 +520,22 @@ static int build_panel(const struct nq_conv_args *a, uint32_t c0, uint32_t nc, u
 	int32_t rowsum[NB];
 	bool fast = fast_planes(&a->wt);
 	const bool nest8 = fast && nest8_planes(&a->wt);
+	const bool po = nq_planes_panel(&a->wt);
 	int err;
 
-	if (fast) {
+	/* Panel-ordered planes compose whole 16-channel groups; rows take
+	 * any c0.  Anything else goes to the generic unpacker. */
+	if (po ? c0 % 16 != 0 : !nq_planes_rows(&a->wt))
+		fast = false;
+
+	if (fast && po) {
+		/* The block's groups are one stream per plane: one call. */
+		fast = nest8 ? panel_nest8_po(&a->wt, c0, nc, a->k, panel, w, rowsum) :
+			       panel_fast_po(&a->wt, c0, nc, a->k, panel, w, rowsum);
+	} else if (po) {
+		/* No VBMI: the plain C decoder, still chunk = panel vector. */
+		fast = nq_unpack_panel(&a->wt, c0, nc, a->k, panel, w, rowsum);
+	} else if (fast) {
 		for (uint32_t v = 0; v < nv && fast; v++) {
 			uint32_t r0 = v * 16, n = nc - r0 < 16 ? nc - r0 : 16;
 			int8_t *dst = panel + (uint64_t)r0 * 4;

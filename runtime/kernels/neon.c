@@ -78,6 +78,137 @@ static inline void decode16(const uint8_t *src, uint64_t avail, const struct fie
 }
 
 /*
+ * unpack_rows for PANEL16X4 planes (format/SPEC.md "Packing"): values
+ * 16 m .. 16 m + 15 of a chunk, 2 * bits bytes from byte 2 m * bits, are
+ * the 4 weights of channels 4 m .. 4 m + 3 of the group (two per int16x8
+ * half): one decode16 each, composed and checked as in unpack_rows, then 4
+ * bytes to each of the 4 rows (kp a multiple of 16, as for unpack_rows).
+ * Lanes of channels >= n and weights >= k (padding) are zeroed.  A group
+ * with a value out of range goes to the generic unpacker (which lets the
+ * oracle name it); so do row ranges that do not start a plane group.
+ */
+static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+			uint32_t kp, int8_t *dst, int32_t *rowsum)
+{
+	static const int16_t ch_v[16] = { 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3 };
+	static const int16_t k_v[8] = { 0, 1, 2, 3, 0, 1, 2, 3 };
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
+	const int16x8_t lane_ch[2] = { vld1q_s16(ch_v), vld1q_s16(ch_v + 8) };
+	const int16x8_t lane_k = vld1q_s16(k_v);
+	const uint32_t quads = (k + 3) / 4;
+
+	if (!nq_planes_decodable(wt) || row0 % 16)
+		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l];
+
+		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		lo[l] = vdupq_n_s16((int16_t)-(1 << (b - 1)));
+		hi[l] = vdupq_n_s16((int16_t)((1 << (b - 1)) - 1));
+		sh[l] = vdupq_n_s16((int16_t)(l ? b - wt->level_bits[l - 1] : 0));
+	}
+	for (uint32_t g0 = row0; g0 < row0 + n; g0 += 16) {
+		const uint32_t nr = row0 + n - g0 < 16 ? row0 + n - g0 : 16;
+		int8_t *rows = dst + (uint64_t)(g0 - row0) * kp;
+		const uint8_t *src[NQ_FORMAT_MAX_LEVELS], *end[NQ_FORMAT_MAX_LEVELS];
+		uint16x8_t bad = vdupq_n_u16(0);
+		int32x4_t sum[4][2];
+
+		for (int m = 0; m < 4; m++)
+			sum[m][0] = sum[m][1] = vdupq_n_s32(0);
+		for (uint32_t l = 0; l <= wt->level; l++) {
+			const struct nq_plane_view *p = &wt->plane[l];
+
+			src[l] = p->data + nq_plane_channel_offset(p, g0);
+			end[l] = src[l] + nq_panel_group_bytes(k, p->bits);
+		}
+		/* Four quads at a time: a 4 x 4 transpose of 32-bit lanes
+		 * turns the four decodes of channels 4 m .. 4 m + 3 into 16
+		 * bytes of each of their rows (kp, a multiple of 16, has room). */
+		for (uint32_t jb = 0; jb < quads; jb += 4) {
+			for (uint32_t m = 0; 4 * m < nr; m++) {
+				const int16x8_t left = vdupq_n_s16((int16_t)(nr - 4 * m));
+				const uint16x8_t chlive[2] = { vcltq_s16(lane_ch[0], left),
+							       vcltq_s16(lane_ch[1], left) };
+				uint32x4_t v[4];
+
+				for (uint32_t jj = 0; jj < 4; jj++) {
+					const uint32_t j = jb + jj;
+					int16x8_t q[2] = { vdupq_n_s16(0), vdupq_n_s16(0) }, x[2];
+					uint16x8_t klive, live[2];
+
+					if (j >= quads) {
+						v[jj] = vdupq_n_u32(0);
+						continue;
+					}
+					klive = vcltq_s16(lane_k, vdupq_n_s16((int16_t)(k - 4 * j)));
+					live[0] = vandq_u16(klive, chlive[0]);
+					live[1] = vandq_u16(klive, chlive[1]);
+					for (uint32_t l = 0; l <= wt->level; l++) {
+						const unsigned int bits = wt->plane[l].bits;
+						const uint8_t *at = src[l] + (uint64_t)j * 8 * bits + 2 * m * bits;
+
+						decode16(at, (uint64_t)(end[l] - at), &f[l], x);
+						for (int h = 0; h < 2; h++) {
+							if (l == 0) {
+								q[h] = x[h];
+								continue;
+							}
+							q[h] = vaddq_s16(vshlq_s16(q[h], sh[l]), x[h]);
+							bad = vorrq_u16(bad, vandq_u16(live[h],
+									vorrq_u16(vcgtq_s16(q[h], hi[l]),
+										  vcltq_s16(q[h], lo[l]))));
+						}
+					}
+					for (int h = 0; h < 2; h++) {
+						q[h] = vandq_s16(q[h], vreinterpretq_s16_u16(live[h]));
+						sum[m][h] = vpadalq_s16(sum[m][h], q[h]);
+					}
+					v[jj] = vreinterpretq_u32_s8(vcombine_s8(vmovn_s16(q[0]),
+										 vmovn_s16(q[1])));
+				}
+				{
+					uint32x4x2_t t01 = vtrnq_u32(v[0], v[1]), t23 = vtrnq_u32(v[2], v[3]);
+					uint32x4_t r[4] = {
+						vcombine_u32(vget_low_u32(t01.val[0]), vget_low_u32(t23.val[0])),
+						vcombine_u32(vget_low_u32(t01.val[1]), vget_low_u32(t23.val[1])),
+						vcombine_u32(vget_high_u32(t01.val[0]), vget_high_u32(t23.val[0])),
+						vcombine_u32(vget_high_u32(t01.val[1]), vget_high_u32(t23.val[1])),
+					};
+
+					for (uint32_t t = 0; t < 4 && 4 * m + t < nr; t++)
+						vst1q_u8((uint8_t *)rows + (uint64_t)(4 * m + t) * kp + 4 * jb,
+							 vreinterpretq_u8_u32(r[t]));
+				}
+			}
+		}
+		if (vmaxvq_u16(bad)) {
+			int err = nq_unpack_rows(wt, g0, nr, k, kp, rows,
+						 rowsum ? rowsum + (g0 - row0) : NULL);
+
+			if (err)
+				return err;
+			continue;
+		}
+		for (uint32_t m = 0; 4 * m < nr; m++) {
+			int32_t s32[8];
+
+			vst1q_s32(s32, sum[m][0]);
+			vst1q_s32(s32 + 4, sum[m][1]);
+			for (uint32_t t = 0; t < 4 && 4 * m + t < nr; t++) {
+				if (rowsum)
+					rowsum[g0 - row0 + 4 * m + t] = s32[2 * t] + s32[2 * t + 1];
+				if (kp > 4 * nq_round_up(quads, 4))
+					memset(rows + (uint64_t)(4 * m + t) * kp + 4 * nq_round_up(quads, 4),
+					       0, kp - 4 * nq_round_up(quads, 4));
+			}
+		}
+	}
+	return 0;
+}
+
+/*
  * kernels/pack.h nq_unpack_rows, 16 values at a time, for kp a multiple of
  * 16.  Unusual planes, and rows with a value out of range (so that the
  * oracle names it), go through the generic unpacker.
@@ -90,7 +221,9 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
 	const int16x8_t iota0 = vld1q_s16(iota_v), iota1 = vld1q_s16(iota_v + 8);
 
-	if (!nq_planes_decodable(wt))
+	if (nq_planes_panel(wt))
+		return unpack_panel(wt, row0, n, k, kp, dst, rowsum);
+	if (!nq_planes_decodable(wt) || !nq_planes_rows(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
 	for (uint32_t l = 0; l <= wt->level; l++) {
 		int b = wt->level_bits[l];

@@ -49,10 +49,172 @@ static void decode_row(const uint8_t *row, uint32_t n, unsigned int bits, bool i
 	}
 }
 
+bool nq_planes_rows(const struct nq_weights *wt)
+{
+	for (uint32_t l = 0; l <= wt->level; l++)
+		if (wt->plane[l].layout != NQ_PLANE_ROWS)
+			return false;
+	return true;
+}
+
+bool nq_planes_panel(const struct nq_weights *wt)
+{
+	for (uint32_t l = 0; l <= wt->level; l++)
+		if (wt->plane[l].layout != NQ_PLANE_PANEL16X4)
+			return false;
+	return true;
+}
+
+/* One row by the oracle (which names a corrupt value), padded to kp. */
+static int oracle_row(const struct nq_weights *wt, uint32_t row, uint32_t k, uint32_t kp,
+		      int8_t *q, int32_t *rowsum)
+{
+	int32_t sum = 0;
+	int err = nq_weights_row(wt, row, 0, k, q);
+
+	if (err)
+		return err;
+	for (uint32_t i = 0; i < k; i++)
+		sum += q[i];
+	if (kp > k)
+		memset(q + k, 0, kp - k);
+	if (rowsum)
+		*rowsum = sum;
+	return 0;
+}
+
+/*
+ * nq_unpack_rows for PANEL16X4 planes: a 16-channel group is one bit stream
+ * of 64-value chunks, decoded 8 chunks (32 weights of 16 channels) at a
+ * time and scattered 4 bytes per channel and chunk.  Padding values
+ * (channels past oc, weights past k) are decoded but never stored; should
+ * a corrupt one leave the range, the rows of its group go to the oracle,
+ * which does not read padding.
+ */
+#define PANEL_CHUNKS 8
+
+/*
+ * Chunks [j0, j0 + nj) of 16-channel group g, composed into q (64 values a
+ * chunk, in plane order; tmp is scratch of the same size).  Only channels
+ * < nch of the group and weights < k are real; the others (padding) come
+ * out as zero and are not checked.  True when a real composed value leaves
+ * its level's range.
+ */
+static bool panel_chunks(const struct nq_weights *wt, uint32_t g, uint32_t j0, uint32_t nj,
+			 uint32_t k, uint32_t nch, int8_t *q, int8_t *tmp)
+{
+	bool bad = false;
+
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		const struct nq_plane_view *p = &wt->plane[l];
+		const uint8_t *src = p->data + nq_plane_channel_offset(p, g * NQ_PANEL_CH) +
+				     (uint64_t)j0 * 8 * p->bits;
+		const unsigned int shift = l ? wt->level_bits[l] - wt->level_bits[l - 1] : 0;
+		const int lo = -(1 << (wt->level_bits[l] - 1)), hi = -lo - 1;
+
+		decode_row(src, nj * 64, p->bits, p->is_signed, l ? tmp : q);
+		for (uint32_t i = 0; i < nj * 64; i++) {
+			bool real = i % 64 / NQ_PANEL_K < nch &&
+				    (j0 + i / 64) * NQ_PANEL_K + i % NQ_PANEL_K < k;
+			int v = l ? q[i] * (1 << shift) + tmp[i] : q[i];
+
+			if (!real)
+				v = 0;
+			bad |= v < lo || v > hi;
+			q[i] = (int8_t)v;
+		}
+	}
+	return bad;
+}
+
+static int unpack_panel_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
+			     uint32_t kp, int8_t *dst, int32_t *rowsum)
+{
+	const uint32_t quads = (k + NQ_PANEL_K - 1) / NQ_PANEL_K;
+	int8_t q[PANEL_CHUNKS * 64], tmp[PANEL_CHUNKS * 64];
+	const bool fast = nq_planes_panel(wt) && nq_planes_decodable(wt);
+	int err;
+
+	for (uint32_t c_lo = row0; c_lo < row0 + n;) {
+		uint32_t g = c_lo / NQ_PANEL_CH, c_hi = (g + 1) * NQ_PANEL_CH;
+		uint32_t nch = wt->plane[0].rows - g * NQ_PANEL_CH;
+		bool bad = !fast;
+
+		if (c_hi > row0 + n)
+			c_hi = row0 + n;
+		for (uint32_t j0 = 0; j0 < quads && !bad; j0 += PANEL_CHUNKS) {
+			uint32_t nj = quads - j0 < PANEL_CHUNKS ? quads - j0 : PANEL_CHUNKS;
+
+			bad = panel_chunks(wt, g, j0, nj, k, nch, q, tmp);
+			for (uint32_t c = c_lo; c < c_hi && !bad; c++) {
+				int8_t *d = dst + (uint64_t)(c - row0) * kp;
+
+				for (uint32_t j = 0; j < nj; j++) {
+					uint32_t w0 = (j0 + j) * NQ_PANEL_K;
+					uint32_t cnt = k - w0 < NQ_PANEL_K ? k - w0 : NQ_PANEL_K;
+
+					memcpy(d + w0, q + j * 64 + (c % NQ_PANEL_CH) * NQ_PANEL_K, cnt);
+				}
+			}
+		}
+		for (uint32_t c = c_lo; c < c_hi; c++) {
+			int8_t *d = dst + (uint64_t)(c - row0) * kp;
+			int32_t *rs = rowsum ? rowsum + (c - row0) : NULL;
+			int32_t sum = 0;
+
+			if (bad) {
+				err = oracle_row(wt, c, k, kp, d, rs);
+				if (err)
+					return err;
+				continue;
+			}
+			for (uint32_t i = 0; i < k; i++)
+				sum += d[i];
+			if (kp > k)
+				memset(d + k, 0, kp - k);
+			if (rs)
+				*rs = sum;
+		}
+		c_lo = c_hi;
+	}
+	return 0;
+}
+
+bool nq_unpack_panel(const struct nq_weights *wt, uint32_t c0, uint32_t nc, uint32_t k,
+		     int8_t *panel, uint32_t w, int32_t *rowsum)
+{
+	const uint32_t quads = (k + NQ_PANEL_K - 1) / NQ_PANEL_K;
+	int8_t q[PANEL_CHUNKS * 64], tmp[PANEL_CHUNKS * 64];
+
+	if (c0 % NQ_PANEL_CH || !nq_planes_panel(wt) || !nq_planes_decodable(wt))
+		return false;
+	for (uint32_t r0 = 0; r0 < nc; r0 += NQ_PANEL_CH) {
+		const uint32_t n = nc - r0 < NQ_PANEL_CH ? nc - r0 : NQ_PANEL_CH;
+		int32_t sum[NQ_PANEL_CH] = { 0 };
+
+		for (uint32_t j0 = 0; j0 < quads; j0 += PANEL_CHUNKS) {
+			uint32_t nj = quads - j0 < PANEL_CHUNKS ? quads - j0 : PANEL_CHUNKS;
+
+			if (panel_chunks(wt, (c0 + r0) / NQ_PANEL_CH, j0, nj, k, n, q, tmp))
+				return false;
+			for (uint32_t j = 0; j < nj; j++) {
+				for (uint32_t i = 0; i < 64; i++)
+					sum[i / NQ_PANEL_K] += q[j * 64 + i];
+				memcpy(panel + ((uint64_t)(j0 + j) * w + r0) * 4, q + j * 64, 64);
+			}
+		}
+		memcpy(rowsum + r0, sum, sizeof(sum));
+	}
+	return true;
+}
+
 int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
 		   uint32_t kp, int8_t *dst, int32_t *rowsum)
 {
 	int8_t tmp[512];
+
+	if (!nq_planes_rows(wt))
+		return unpack_panel_rows(wt, row0, n, k, kp, dst, rowsum);
 
 	for (uint32_t r = 0; r < n; r++) {
 		int8_t *q = dst + (uint64_t)r * kp;
@@ -193,7 +355,8 @@ bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int
 	sub->bias32 = a->bias32 + c0;
 	sub->rq = a->rq + c0;
 	for (uint32_t l = 0; l <= a->wt.level && l < NQ_FORMAT_MAX_LEVELS; l++) {
-		sub->wt.plane[l].data = a->wt.plane[l].data + (uint64_t)c0 * a->wt.plane[l].row_stride;
+		sub->wt.plane[l].data = a->wt.plane[l].data +
+					nq_plane_channel_offset(&a->wt.plane[l], c0);
 		sub->wt.plane[l].rows = c1 - c0;
 	}
 	*out_off = c0;

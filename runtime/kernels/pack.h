@@ -80,6 +80,19 @@ int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint3
 		   uint32_t kp, int8_t *dst, int32_t *rowsum);
 
 /*
+ * Channels [c0, c0 + nc) (c0 a multiple of 16) of PANEL16X4 planes straight
+ * into a kernel panel [ceil(k / 4)][w][4] (w >= nc, a multiple of 16, the
+ * panel row of channel c0 + r at column r), chunk by chunk with no rows in
+ * between; channels nc .. round_up(nc, 16) - 1 and weights past k are
+ * zero.  rowsum[r] = sum of channel c0 + r's weights, for r < round_up(nc,
+ * 16).  False (nothing reported) when the planes are not panel ordered or
+ * not decodable, or a value is out of range: the caller then takes
+ * nq_unpack_rows, which lets the oracle name a corrupt value.
+ */
+bool nq_unpack_panel(const struct nq_weights *wt, uint32_t c0, uint32_t nc, uint32_t k,
+		     int8_t *panel, uint32_t w, int32_t *rowsum);
+
+/*
  * im2col of group g for output positions [p0, p0 + np): row i of dst (kp
  * bytes) holds the k = kh * kw * cpg window values of position p0 + i,
  * zx where the window is over padding, then kp - k zero bytes.
@@ -93,6 +106,12 @@ void nq_im2col(const struct nq_conv_args *a, const uint8_t *in, uint32_t g, uint
  * and no level over 8 bits.  Anything else takes nq_unpack_rows.
  */
 bool nq_planes_decodable(const struct nq_weights *wt);
+
+/* True when every plane 0..level is in the ROWS layout (the SIMD row
+ * decoders of avx2.c/neon.c read rows; nq_unpack_rows reads both). */
+bool nq_planes_rows(const struct nq_weights *wt);
+/* True when every plane 0..level is PANEL16X4. */
+bool nq_planes_panel(const struct nq_weights *wt);
 
 /* True when position-row p of group g is a plain NHWC pixel row (1x1 kernel,
  * stride 1, no padding, groups == 1, cpg == in.c): A can be read in place. */

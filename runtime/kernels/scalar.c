@@ -23,11 +23,8 @@ int nq_weights_row(const struct nq_weights *wt, uint32_t row, uint32_t start, ui
 		uint32_t m = n - done < sizeof(tmp) ? n - done : (uint32_t)sizeof(tmp);
 
 		for (uint32_t k = 0; k <= wt->level; k++) {
-			const struct nq_plane_view *p = &wt->plane[k];
-			const uint8_t *rowp = p->data + (uint64_t)row * p->row_stride;
-
-			err = nq_unpack_row(rowp, start + done, m, p->bits, p->is_signed,
-					    k ? tmp : out + done);
+			err = nq_plane_unpack(&wt->plane[k], row, start + done, m,
+					      k ? tmp : out + done);
 			if (!err && k)
 				err = nq_compose_step(out + done, tmp, m,
 						      wt->level_bits[k] - wt->level_bits[k - 1],

@@ -36,6 +36,40 @@ assert j["seconds"]["total"] > 0
 PY
 "$NQ" info "$tmp/ok.nq" | grep -q 'convert.levels *8,6,4' || fail "levels not in the metadata"
 
+# Plane order: 16 x 4 panels for layers with groups = 1, rows for the
+# grouped one; --plane-layout rows stores rows everywhere, and both files
+# give the same outputs at every level.
+"$NQ" convert "$MODEL" -o "$tmp/rows.nq" --levels 8,6,4 --calib none --plane-layout rows \
+	--quiet || fail "convert --plane-layout rows exited $?"
+"$NQ" info "$tmp/ok.nq" --json >"$tmp/ok.info" || fail "info --json"
+"$NQ" info "$tmp/rows.nq" --json >"$tmp/rows.info" || fail "info --json"
+python3 - "$tmp/ok.info" "$tmp/rows.info" "$tmp/x.npy" <<'PY' || fail "plane layouts"
+import json, random, struct, sys
+auto, rows = (json.load(open(p)) for p in sys.argv[1:3])
+assert any(l["groups"] != 1 for l in auto["layers"])
+for l in auto["layers"]:
+    want = "panel16x4" if l["groups"] == 1 else "rows"
+    for p in l["planes"]:
+        assert p["layout"] == want, (l["name"], p)
+        assert (p["row_stride"] == 0) == (want == "panel16x4"), (l["name"], p)
+assert all(p["layout"] == "rows" for l in rows["layers"] for p in l["planes"])
+# Two inputs of 13 x 13 raw pixels, as a .npy.
+random.seed(5)
+hdr = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 169), }"
+hdr += " " * (63 - (10 + len(hdr)) % 64) + "\n"
+with open(sys.argv[3], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hdr)) + hdr.encode())
+    f.write(struct.pack("<338f", *[random.random() * 255 for _ in range(338)]))
+PY
+for L in 8 6 4; do
+	"$NQ" run "$tmp/ok.nq" --input "$tmp/x.npy" --level $L --json >"$tmp/a.out" || fail "run panel level $L"
+	"$NQ" run "$tmp/rows.nq" --input "$tmp/x.npy" --level $L --json >"$tmp/b.out" || fail "run rows level $L"
+	cmp -s "$tmp/a.out" "$tmp/b.out" || fail "level $L: panel and row files differ"
+done
+"$NQ" convert "$MODEL" -o "$tmp/o.nq" --plane-layout diagonal 2>"$tmp/err"
+[ $? -eq 2 ] || fail "bad --plane-layout: exit not 2"
+grep -q "diagonal" "$tmp/err" || fail "bad --plane-layout not named"
+
 # Unsupported operator: patch op_type "Conv" -> "Cosh" (same length) in a copy.
 python3 - "$MODEL" "$tmp/bad.onnx" <<'PY'
 import sys

@@ -269,6 +269,35 @@ int main(int argc, char **argv)
 	emit("row-stride-too-small", "EINVAL", "open",
 	     "layer 0 (conv1) level 0 plane: row stride 1 < 21 bytes needed for 27 values of 6 bits");
 	start();
+	plane(0, 0)->layout = 7;
+	fix_section(NQ_SEC_PLANES);
+	emit("plane-layout-unknown", "EINVAL", "open",
+	     "layer 0 (conv1) level 0 plane: layout 7 unknown (0 = rows, 1 = panel16x4)");
+	start();
+	plane(0, 0)->layout = NQ_PLANE_PANEL16X4;
+	fix_section(NQ_SEC_PLANES);
+	emit("panel-with-row-stride", "EINVAL", "open",
+	     "layer 0 (conv1) level 0 plane: layout panel16x4 has row stride 21, must be 0");
+	start();
+	plane(0, 0)->layout = NQ_PLANE_PANEL16X4;
+	plane(0, 0)->row_stride = 0;
+	fix_section(NQ_SEC_PLANES);
+	emit("panel-size-mismatch", "EINVAL", "open",
+	     "layer 0 (conv1) level 0 plane: size 168 is not 336 bytes (panel16x4");
+	start();
+	plane(1, 0)->layout = NQ_PLANE_PANEL16X4;
+	plane(1, 0)->row_stride = 0;
+	fix_section(NQ_SEC_PLANES);
+	emit("panel-on-grouped-layer", "EINVAL", "open",
+	     "layer 1 (conv2_dw) level 0 plane: layout panel16x4 needs groups = 1");
+	start();
+	plane(2, 1)->layout = NQ_PLANE_PANEL16X4;
+	plane(2, 1)->row_stride = 0;
+	plane(2, 1)->size = nq_panel_plane_bytes(LAYERS()[2].oc, LAYERS()[2].k, plane(2, 1)->bits);
+	fix_section(NQ_SEC_PLANES);
+	emit("plane-layouts-differ", "EINVAL", "open",
+	     "layer 2 (fc) level 1 plane: layout panel16x4 differs from plane 0's (rows)");
+	start();
 	plane(2, 1)->bits = 5;
 	fix_section(NQ_SEC_PLANES);
 	emit("residual-too-wide", "EINVAL", "open",
