@@ -3,8 +3,9 @@
  * Loading a model: map the .nq file, check that the graph is one this
  * executor can run (shapes, types, op-specific rules), derive every constant
  * an inference needs once (int32 biases and (m, s) multipliers per layer,
- * channel and level; activation ranges; pooling tables) and plan the
- * activation arena.  Weights stay in the mapping; nothing here reads plane
+ * channel and level; activation ranges; pooling tables), fuse residual ADDs
+ * into the convs that feed them (plan_fusion) and plan the activation
+ * arena.  Weights stay in the mapping; nothing here reads plane
  * bytes.
  */
 #include <errno.h>
@@ -292,6 +293,7 @@ static int setup_node(struct nq_model *m, uint32_t i)
 
 	x->op = dn->op;
 	x->index = i;
+	x->fused = -1;
 	x->name = nq_file_str(m->file, dn->name);
 	x->in = nq_file_node_inputs(m->file, i, &x->n_in);
 	outs = nq_file_node_outputs(m->file, i, &n_out);
@@ -486,6 +488,81 @@ static int setup_io(struct nq_model *m)
 	return 0;
 }
 
+/*
+ * Residual ADDs into the epilogue of the CONV producing one of their inputs
+ * (kernels.h nq_conv_args.add), decided once here.  Safe when that input
+ * has one producer and the ADD as its only reader (not a graph output),
+ * the CONV is not depthwise (its tables' epilogues lack the ADD) and the
+ * ADD's other input is computed before the CONV runs (in a downsampling
+ * block only the later of the two convs qualifies).  The ADD's output is
+ * then written at the CONV, so mark_lifetimes moves the ADD's reads and
+ * write there: the arena keeps the other input alive through the CONV and
+ * apart from the output, and the conv's own output gets no buffer.
+ */
+static int plan_fusion(struct nq_model *m)
+{
+	uint32_t *uses = calloc(m->n_tensors, sizeof(*uses));
+	uint32_t *nprod = calloc(m->n_tensors, sizeof(*nprod));
+	int32_t *prod = calloc(m->n_tensors, sizeof(*prod));
+	const uint32_t *outs;
+	uint32_t n_out = 0;
+	int err = 0;
+
+	if (!uses || !nprod || !prod) {
+		err = nq_fail(-ENOMEM, "out of memory");
+		goto out;
+	}
+	for (uint32_t i = 0; i < m->n_nodes; i++) {
+		const struct nq_xnode *x = &m->nodes[i];
+
+		for (uint32_t j = 0; j < x->n_in; j++)
+			uses[x->in[j]]++;
+		prod[x->out] = (int32_t)i;
+		nprod[x->out]++;
+	}
+	outs = nq_file_graph_outputs(m->file, &n_out);
+	for (uint32_t j = 0; outs && j < n_out; j++)
+		uses[outs[j]]++;
+	for (uint32_t i = 0; i < m->n_nodes; i++) {
+		struct nq_xnode *x = &m->nodes[i];
+
+		if (x->op != NQ_OP_ADD || nprod[x->out] != 1)
+			continue;
+		for (uint32_t j = 0; j < 2; j++) {
+			uint32_t t = x->in[j], r = x->in[1 - j];
+			struct nq_xnode *c;
+			struct nq_add_args *a;
+
+			if (nprod[t] != 1 || uses[t] != 1 || nprod[r] != 1)
+				continue;
+			c = &m->nodes[prod[t]];
+			if (c->op != NQ_OP_CONV || c->u.conv.depthwise || c->fused >= 0 ||
+			    (uint32_t)prod[t] >= i || prod[r] >= prod[t] || c->in[0] == x->out)
+				continue;
+			a = &c->u.conv.add;
+			*a = x->u.add;
+			if (j == 1) {
+				/* The conv output is x1 of the fused form: swap the
+				 * terms (an exact int32 sum either way). */
+				a->rq.k1 = x->u.add.rq.k2;
+				a->rq.k2 = x->u.add.rq.k1;
+				a->z1 = x->u.add.z2;
+				a->z2 = x->u.add.z1;
+			}
+			c->u.conv.res = r;
+			c->fused = (int32_t)i;
+			x->fused = prod[t];
+			m->fused_adds++;
+			break;
+		}
+	}
+out:
+	free(uses);
+	free(nprod);
+	free(prod);
+	return err;
+}
+
 static void mark_lifetimes(struct nq_model *m)
 {
 	struct nq_xtensor *t;
@@ -497,22 +574,38 @@ static void mark_lifetimes(struct nq_model *m)
 		t->last = t->first;
 	for (uint32_t i = 0; i < m->n_nodes; i++) {
 		struct nq_xnode *x = &m->nodes[i];
+		/* A fused ADD runs at its CONV, which writes the ADD's output. */
+		bool fused_add = x->op == NQ_OP_ADD && x->fused >= 0;
+		int32_t at = fused_add ? x->fused : (int32_t)i;
+		uint32_t out = x->op == NQ_OP_CONV && x->fused >= 0 ? m->nodes[x->fused].out : x->out;
 
 		for (uint32_t j = 0; j < x->n_in; j++) {
+			if (fused_add && x->in[j] == m->nodes[x->fused].out)
+				continue;	/* never stored */
 			t = &m->t[x->in[j]];
 			t->used = true;
-			if ((int32_t)i > t->last)
-				t->last = (int32_t)i;
+			if (at > t->last)
+				t->last = at;
 		}
-		t = &m->t[x->out];
+		if (fused_add)
+			continue;
+		t = &m->t[out];
 		t->used = true;
-		if ((int32_t)i < t->first)
-			t->first = (int32_t)i;
+		if (at < t->first)
+			t->first = at;
 		if (t->last < t->first)
 			t->last = t->first;
 	}
 	/* The caller reads the graph output after the last node. */
 	m->t[m->output].last = (int32_t)m->n_nodes;
+}
+
+/* $name set to "0": an optimisation switched off (A/B runs, tests). */
+static bool env_off(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v && !strcmp(v, "0");
 }
 
 int nq_model_open(const char *path, const struct nq_model_opts *opts, struct nq_model **out)
@@ -549,6 +642,11 @@ int nq_model_open(const char *path, const struct nq_model_opts *opts, struct nq_
 		goto fail;
 	for (uint32_t i = 0; i < m->n_nodes; i++) {
 		err = setup_node(m, i);
+		if (err)
+			goto fail;
+	}
+	if (!(opts && (opts->flags & NQ_OPEN_NO_FUSE)) && !env_off("NQ_FUSE")) {
+		err = plan_fusion(m);
 		if (err)
 			goto fail;
 	}
@@ -687,4 +785,9 @@ uint64_t nq_model_weight_bytes(const struct nq_model *m, unsigned int level)
 const char *nq_model_isa(const struct nq_model *m)
 {
 	return m->kern->name;
+}
+
+unsigned int nq_model_fused_adds(const struct nq_model *m)
+{
+	return m->fused_adds;
 }

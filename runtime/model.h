@@ -42,12 +42,21 @@ struct nq_xnode {
 	uint32_t n_in;
 	const uint32_t *in;
 	uint32_t out;
+	/*
+	 * Residual ADD fusion (model.c plan_fusion): on a CONV, the ADD node
+	 * whose output it writes instead of its own (which then has no
+	 * buffer); on that ADD, the CONV node that computes it (the ADD is
+	 * skipped).  -1 when not fused.
+	 */
+	int32_t fused;
 	union {
 		struct {
 			struct nq_conv_args tmpl;	/* level fields filled per run */
 			int32_t *bias32;		/* [levels][oc] */
 			struct nq_rq *rq;		/* [levels][oc] */
 			bool depthwise;
+			struct nq_add_args add;		/* fused: the ADD, conv output as x1 */
+			uint32_t res;			/* fused: the ADD's other input */
 		} conv;
 		struct nq_add_args add;
 		struct nq_pool_args pool;
@@ -83,6 +92,7 @@ struct nq_model {
 	struct nq_disk_preprocess pre;
 	uint64_t arena_bytes;
 	size_t tile_bytes;			/* weight scratch per session */
+	uint32_t fused_adds;			/* ADD nodes fused into a CONV */
 };
 
 /* Arena planning (arena.c): one item per tensor that needs memory. */

@@ -6,7 +6,9 @@
  * (nq_switch_enter: the level in force, and per weight layer the level a
  * budget leaves it) and used for the whole inference.  An inference at the
  * level in force that a drop withdraws (switch.c) starts over at the new
- * one, so it still runs at one set of levels from start to end.
+ * one, so it still runs at one set of levels from start to end.  A residual
+ * ADD fused into the CONV that feeds it (model.c plan_fusion) is skipped:
+ * that CONV wrote the ADD's output from its epilogue.
  *
  * Data movement ops (Flatten, Reshape, Concat) and the float ops at the
  * edges (preprocessing, Dequantize, Softmax) are here; everything on the
@@ -323,12 +325,20 @@ static int run_node(struct nq_session *s, const struct nq_xnode *x)
 		a.bias32 = x->u.conv.bias32 + (size_t)level * a.oc;
 		a.rq = x->u.conv.rq + (size_t)level * a.oc;
 		a.tile = s->tile;
+		if (x->fused >= 0) {
+			/* plan_fusion (model.c): write the ADD's output. */
+			a.add = &x->u.conv.add;
+			a.res = slot(s, x->u.conv.res);
+			out = slot(s, m->nodes[x->fused].out);
+		}
 		return run_conv(s, &a, x->op == NQ_OP_CONV && x->u.conv.depthwise,
 				x->op == NQ_OP_GEMM, in, out);
 	}
 	case NQ_OP_ADD: {
 		struct add_job j = { k, &x->u.add, in, slot(s, x->in[1]), out, O->count };
 
+		if (x->fused >= 0)
+			return 0;	/* computed by its CONV */
 		if (O->count < 4096)
 			k->add(&x->u.add, in, j.x2, out, O->count);
 		else

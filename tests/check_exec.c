@@ -968,6 +968,140 @@ START_TEST(arena_never_overlaps_live_tensors)
 }
 END_TEST
 
+/*
+ * Residual blocks (model.c plan_fusion): Add(conv, x) and Add(x, conv) fuse
+ * into the conv (x1 and x2 of the ADD); in the downsampling block only the
+ * later conv can take the ADD; a conv output read twice, and a depthwise
+ * conv, are left alone.  20 channels take the AVX-512 im2col-free and
+ * pointwise paths, 70 a panel and a tail, 17x19 positions a split by rows.
+ */
+static struct g *residual_model(void)
+{
+	struct g *g = g_new("residual", 4242);
+	struct nq_attrs a;
+	int t[16], l[7];
+
+	t[0] = T(g, NQ_TENSOR_F32, 4, 1, 3, 17, 19, 0, 0);
+	t[1] = T(g, NQ_TENSOR_U8, 4, 1, 3, 17, 19, 3.0f / 255, 100);
+	t[2] = T(g, NQ_TENSOR_U8, 4, 1, 20, 17, 19, 0, 0);
+	t[3] = T(g, NQ_TENSOR_U8, 4, 1, 20, 17, 19, 0, 0);
+	t[4] = T_like(g, t[2], 4, 1, 20, 17, 19, 1.5f, 3);	/* Add(conv, x) + ReLU */
+	t[5] = T(g, NQ_TENSOR_U8, 4, 1, 20, 17, 19, 0, 0);
+	t[6] = T_like(g, t[4], 4, 1, 20, 17, 19, 1.2f, -4);	/* Add(x, conv) */
+	t[7] = T(g, NQ_TENSOR_U8, 4, 1, 70, 9, 10, 0, 0);
+	t[8] = T(g, NQ_TENSOR_U8, 4, 1, 70, 9, 10, 0, 0);
+	t[9] = T_like(g, t[7], 4, 1, 70, 9, 10, 1.3f, 2);	/* Add(conv a, conv b) + ReLU */
+	t[10] = T(g, NQ_TENSOR_U8, 4, 1, 70, 9, 10, 0, 0);
+	t[11] = T_like(g, t[9], 4, 1, 70, 9, 10, 1.1f, 0);	/* t10 read twice */
+	t[12] = T_like(g, t[11], 4, 1, 70, 9, 10, 1.2f, 1);
+	t[13] = T(g, NQ_TENSOR_U8, 4, 1, 70, 9, 10, 0, 0);
+	t[14] = T_like(g, t[12], 4, 1, 70, 9, 10, 1.0f, -1);	/* after a depthwise conv */
+	t[15] = T(g, NQ_TENSOR_F32, 4, 1, 70, 9, 10, 0, 0);
+	l[0] = L(g, NQ_LAYER_CONV, 20, 3, 1, 3, 3);
+	l[1] = L(g, NQ_LAYER_CONV, 20, 20, 1, 3, 3);
+	l[2] = L(g, NQ_LAYER_CONV, 20, 20, 1, 1, 1);
+	l[3] = L(g, NQ_LAYER_CONV, 70, 20, 1, 3, 3);
+	l[4] = L(g, NQ_LAYER_CONV, 70, 20, 1, 1, 1);
+	l[5] = L(g, NQ_LAYER_CONV, 70, 70, 1, 1, 1);
+	l[6] = L(g, NQ_LAYER_CONV, 70, 1, 70, 3, 3);
+
+	N(g, NQ_OP_QUANTIZE, t[0], -1, t[1], -1, NULL);
+	a = win(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, NQ_ACT_RELU);
+	N(g, NQ_OP_CONV, t[1], -1, t[2], l[0], &a);
+	a = win(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, NQ_ACT_NONE);
+	N(g, NQ_OP_CONV, t[2], -1, t[3], l[1], &a);
+	a = win(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NQ_ACT_RELU);
+	N(g, NQ_OP_ADD, t[3], t[2], t[4], -1, &a);
+	a = win(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, NQ_ACT_NONE);
+	N(g, NQ_OP_CONV, t[4], -1, t[5], l[2], &a);
+	N(g, NQ_OP_ADD, t[4], t[5], t[6], -1, NULL);
+	a = win(3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, NQ_ACT_RELU);
+	N(g, NQ_OP_CONV, t[6], -1, t[7], l[3], &a);
+	a = win(1, 1, 2, 2, 0, 0, 0, 0, 1, 1, 1, NQ_ACT_NONE);
+	N(g, NQ_OP_CONV, t[6], -1, t[8], l[4], &a);
+	a = win(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NQ_ACT_RELU);
+	N(g, NQ_OP_ADD, t[7], t[8], t[9], -1, &a);
+	a = win(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, NQ_ACT_NONE);
+	N(g, NQ_OP_CONV, t[9], -1, t[10], l[5], &a);
+	N(g, NQ_OP_ADD, t[10], t[9], t[11], -1, NULL);
+	N(g, NQ_OP_ADD, t[11], t[10], t[12], -1, NULL);
+	a = win(3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 70, NQ_ACT_NONE);
+	N(g, NQ_OP_CONV, t[12], -1, t[13], l[6], &a);
+	N(g, NQ_OP_ADD, t[13], t[12], t[14], -1, NULL);
+	N(g, NQ_OP_DEQUANTIZE, t[14], -1, t[15], -1, NULL);
+	g->input = t[0];
+	g->output = t[15];
+	return g;
+}
+
+/* Output of one run of g at level lv on table isa with `threads` threads. */
+static int run_isa(const struct g *g, const char *isa, unsigned int flags, unsigned int threads,
+		   int lv, const float *raw, float *out, unsigned int *fused)
+{
+	struct nq_model_opts mo = { .level = -1, .flags = flags };
+	struct nq_session_opts so = { .threads = threads };
+	struct nq_session *s;
+	struct nq_model *m;
+	int err;
+
+	setenv("NQ_ISA", isa, 1);
+	err = nq_model_open(g->path, &mo, &m);
+	unsetenv("NQ_ISA");
+	if (err)
+		return err;
+	*fused = nq_model_fused_adds(m);
+	check_arena(m);
+	ck_assert_msg(nq_session_create_opts(m, &so, &s) == 0, "%s", nq_last_error());
+	ck_assert_msg(nq_session_run_level(s, lv, raw, out) == 0, "run: %s", nq_last_error());
+	nq_session_destroy(s);
+	nq_model_close(m);
+	return 0;
+}
+
+START_TEST(residual_adds_fuse_into_convs_bit_exactly)
+{
+	struct g *g = residual_model();
+	float *raw = random_input(g, -2, 2);
+	uint64_t no = g->t[g->output].count;
+	float *o1 = malloc(no * sizeof(float)), *o2 = malloc(no * sizeof(float));
+	unsigned int fused, ran = 0;
+
+	/* Fused (the default) against the reference, every table and level. */
+	ck_assert_int_gt(check_all_levels(g, raw), 0);
+	/* Fused against unfused, byte for byte, with 1 and 3 threads. */
+	for (size_t isa = 0; isa < sizeof(isa_names) / sizeof(isa_names[0]); isa++)
+		for (unsigned int threads = 1; threads <= 3; threads += 2)
+			for (int lv = 0; lv < NLEV; lv++) {
+				int err = run_isa(g, isa_names[isa], 0, threads, lv, raw, o1, &fused);
+
+				if (err == -ENOTSUP && isa > 0)
+					break;
+				ck_assert_msg(err == 0, "%s: %s", isa_names[isa], nq_last_error());
+				ck_assert_uint_eq(fused, 3);
+				ck_assert_int_eq(run_isa(g, isa_names[isa], NQ_OPEN_NO_FUSE, threads, lv,
+							 raw, o2, &fused), 0);
+				ck_assert_uint_eq(fused, 0);
+				ck_assert_msg(!memcmp(o1, o2, no * sizeof(float)),
+					      "%s, %u threads, level %d: fused output differs from unfused",
+					      isa_names[isa], threads, lv);
+				ran++;
+			}
+	ck_assert_uint_ge(ran, NLEV * 2);
+	/* $NQ_FUSE=0 turns it off as the flag does. */
+	ck_assert_int_eq(run_isa(g, "scalar", 0, 1, NLEV - 1, raw, o1, &fused), 0);
+	ck_assert_uint_eq(fused, 3);
+	setenv("NQ_FUSE", "0", 1);
+	ck_assert_int_eq(run_isa(g, "scalar", 0, 1, NLEV - 1, raw, o2, &fused), 0);
+	unsetenv("NQ_FUSE");
+	ck_assert_uint_eq(fused, 0);
+	ck_assert(!memcmp(o1, o2, no * sizeof(float)));
+	free(o1);
+	free(o2);
+	free(raw);
+	g_free(g);
+}
+END_TEST
+
 START_TEST(levels_api_and_batch_runs)
 {
 	struct g *g = edge_model();
@@ -1104,6 +1238,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, batch_nhwc_preprocess_relu_clip_gap_reshape_s8);
 	tcase_add_test(tc, arena_never_overlaps_live_tensors);
 	tcase_add_test(tc, levels_api_and_batch_runs);
+	tcase_add_test(tc, residual_adds_fuse_into_convs_bit_exactly);
 	tcase_add_test(tc, isa_override_is_never_silent);
 	tcase_add_test(tc, unsupported_graph_is_refused_with_the_node_named);
 	suite_add_tcase(s, tc);

@@ -755,6 +755,26 @@ END_TEST
 
 /* ---- element-wise and pools ---- */
 
+/*
+ * ADD constants: derived from random scales (the capped multipliers of a
+ * tiny output scale one time in five), or, one time in seven, a negative
+ * multiplier (no scale gives one; the AVX-512 kernel then takes vpmulld),
+ * or the largest ones the int32 bound allows.
+ */
+static void rand_add_rq(struct nq_add_rq *rq, int t)
+{
+	nq_add_derive((float)rr(1, 1000) / 997.0f, (float)rr(1, 1000) / 991.0f,
+		      (float)rr(1, 1000) / (t % 5 ? 983.0f : 1e6f), rq);
+	if (t % 7 == 3) {
+		rq->k1 = -rr(0, 4000000);
+		rq->k2 = rr(0, 4000000);
+		rq->shift = rr(0, 16);
+	} else if (t % 11 == 4) {
+		rq->k1 = rq->k2 = 4210752;	/* (k1 + k2) * 255 <= 2^31 - 1 */
+		rq->shift = 0;
+	}
+}
+
 START_TEST(add_and_eltwise_match_scalar)
 {
 	const struct nq_kernels *k = TABLE_OR_SKIP(_i);
@@ -767,8 +787,7 @@ START_TEST(add_and_eltwise_match_scalar)
 
 		fill_input(x1, n);
 		fill_input(x2, n);
-		nq_add_derive((float)rr(1, 1000) / 997.0f, (float)rr(1, 1000) / 991.0f,
-			      (float)rr(1, 1000) / (t % 5 ? 983.0f : 1e6f), &ad.rq);
+		rand_add_rq(&ad.rq, t);
 		ad.z1 = rr(0, 255), ad.z2 = rr(0, 255), ad.z3 = rr(-128, 255);
 		ad.lo = rr(0, 1) ? 0 : rr(-128, 200);
 		ad.hi = rr(0, 1) ? 255 : rr(0, 255);
@@ -1036,6 +1055,115 @@ START_TEST(any_split_gives_the_same_bytes)
 }
 END_TEST
 
+/*
+ * A residual ADD fused into the conv epilogue (nq_conv_args.add) writes what
+ * the oracle's conv then the oracle's add write, whole or split in parts
+ * (channel ranges move `res` with `out`), on odd channel counts and tails,
+ * the im2col, im2col-free (taps) and pointwise paths, and GEMM; the
+ * residual input stays untouched.
+ */
+START_TEST(fused_add_epilogue_matches_conv_then_add)
+{
+	const struct nq_kernels *k = _i < NISAS ? TABLE_OR_SKIP(_i) : &nq_kernels_scalar;
+
+	for (int t = 0; t < 80; t++) {
+		const bool gemm = t % 8 == 7;
+		struct conv_case cc;
+		struct layer L;
+		struct nq_conv_args a;
+		struct nq_add_args ad;
+		uint8_t *in, *res, *res0, *u, *want, *o;
+		size_t ib, ob;
+		int8_t *tile;
+
+		test_layout = t / 2 % 2 ? NQ_PLANE_PANEL16X4 : NQ_PLANE_ROWS;
+		random_case(&cc, false);
+		if (t % 4 == 1) {	/* taps path: 16+ channels in steps of 4 */
+			cc.groups = 1;
+			cc.c = 4 * (uint32_t)rr(4, 12);
+			cc.kh = cc.kw = 3;
+		}
+		if (t % 4 == 2) {	/* pointwise, read in place */
+			cc.groups = 1;
+			cc.c = 4 * (uint32_t)rr(1, 20);
+			cc.kh = cc.kw = cc.sh = cc.sw = cc.dh = cc.dw = 1;
+			cc.pt = cc.pb = cc.pl = cc.pr = 0;
+		}
+		if (t % 3 == 0) {	/* many positions: split by rows x channel blocks */
+			cc.h = (uint32_t)rr(16, 30);
+			cc.w = (uint32_t)rr(16, 30);
+		}
+		if (cc.groups == 1 && t % 2)
+			cc.oc = (uint32_t)rr(1, 150);
+		if (gemm)
+			cc = (struct conv_case){ (uint32_t)rr(1, 3), 1, 1, (uint32_t)rr(1, 300),
+						 (uint32_t)rr(1, 150), 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1 };
+		while (out_dim(cc.h, cc.kh, cc.sh, cc.pt, cc.pb, cc.dh) == 0)
+			cc.h++;
+		while (out_dim(cc.w, cc.kw, cc.sw, cc.pl, cc.pr, cc.dw) == 0)
+			cc.w++;
+		make_layer(&L, cc.oc, cc.kh * cc.kw * (cc.c / cc.groups), rr(0, NCHAINS - 1),
+			   cc.groups);
+		fill_args(&a, &cc, &L, (uint32_t)rr(0, (int)L.levels - 1));
+		if (a.lo < 0) {		/* the ADD reads u8: no s8 conv output */
+			a.zy = rr(0, 255), a.lo = 0, a.hi = 255;
+		}
+		rand_add_rq(&ad.rq, t);
+		ad.z1 = rr(0, 255), ad.z2 = rr(0, 255), ad.z3 = rr(0, 255);
+		ad.lo = rr(0, 1) ? 0 : ad.z3;
+		ad.hi = rr(0, 2) ? 255 : rr(ad.lo, 255);
+		ib = (size_t)cc.n * cc.h * cc.w * cc.c;
+		ob = (size_t)a.out.n * a.out.h * a.out.w * a.out.c;
+		in = xalloc(ib);
+		res = xalloc(ob);
+		res0 = xalloc(ob);
+		u = xalloc(ob);
+		want = xalloc(ob + 1);
+		o = xalloc(ob + 1);
+		tile = xalloc(k->tile_bytes(a.k, a.oc) > a.k ? k->tile_bytes(a.k, a.oc) : a.k);
+		fill_input(in, ib);
+		fill_input(res, ob);
+		memcpy(res0, res, ob);
+
+		/* The oracle unfused: conv, then add. */
+		ck_assert_int_eq(nq_conv_part(&nq_kernels_scalar, false, gemm, &a, tile, 0, 1, in, u), 0);
+		memset(want, 0x6b, ob + 1);
+		nq_kernels_scalar.add(&ad, u, res, want, ob);
+
+		a.add = &ad;
+		a.res = res;
+		for (unsigned int threads = 1; threads <= 4; threads++) {
+			unsigned int n = threads == 1 ? 1 : nq_conv_nparts(k, false, &a, threads);
+
+			memset(o, 0x6b, ob + 1);
+			for (unsigned int p = n; p-- > 0;)
+				ck_assert_int_eq(nq_conv_part(k, false, gemm, &a, tile, p, n, in, o), 0);
+			if (memcmp(want, o, ob + 1)) {
+				char what[320];
+				size_t i = 0;
+
+				while (want[i] == o[i])
+					i++;
+				describe(what, sizeof(what), &cc, &L, -1, a.wt.level, &a);
+				ck_abort_msg("%s%s fused add in %u parts: byte %zu is %u, conv then add %u "
+					     "(add k %d/%d >> %d, z %d %d %d, [%d,%d]): %s", k->name,
+					     gemm ? " gemm" : "", n, i, o[i], want[i], ad.rq.k1, ad.rq.k2,
+					     ad.rq.shift, ad.z1, ad.z2, ad.z3, ad.lo, ad.hi, what);
+			}
+			ck_assert(!memcmp(res, res0, ob));
+		}
+		free(tile);
+		free(in);
+		free(res);
+		free(res0);
+		free(u);
+		free(want);
+		free(o);
+		free_layer(&L);
+	}
+}
+END_TEST
+
 START_TEST(pool_runs_every_part_once_per_dispatch)
 {
 	for (unsigned int threads = 1; threads <= 6; threads++) {
@@ -1230,6 +1358,8 @@ int main(void)
 	tcase_add_loop_test(tc, quantize_matches_scalar, 0, NISAS);
 	tcase_add_test(tc, any_thread_count_gives_the_same_bytes);
 	tcase_add_loop_test(tc, any_split_gives_the_same_bytes, 0, 2 * NISAS);
+	/* _i == NISAS: the oracle's own fused epilogue. */
+	tcase_add_loop_test(tc, fused_add_epilogue_matches_conv_then_add, 0, NISAS + 1);
 	tcase_add_test(tc, pool_runs_every_part_once_per_dispatch);
 	tcase_add_test(tc, wake_keeps_workers_off_the_callers_cpu);
 	tcase_add_test(tc, thread_count_follows_quota_env_and_api);

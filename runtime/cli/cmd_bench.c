@@ -193,7 +193,8 @@ static void print_model_json(const char *path, const struct nq_model *m, unsigne
 	print_shape(&in_sh);
 	printf(", \"output_shape\": ");
 	print_shape(&out_sh);
-	printf(", \"arena_bytes\": %llu, \"levels\": [", (unsigned long long)nq_model_arena_bytes(m));
+	printf(", \"arena_bytes\": %llu, \"fused_adds\": %u, \"levels\": [",
+	       (unsigned long long)nq_model_arena_bytes(m), nq_model_fused_adds(m));
 	for (unsigned int i = 0; i < c; i++)
 		printf("%s{\"level\": %u, \"bits\": %d, \"weight_bytes\": %llu}", i ? ", " : "", i,
 		       nq_model_level_bits(m, i), (unsigned long long)nq_model_weight_bytes(m, i));
@@ -390,8 +391,8 @@ static int run(int argc, char **argv)
 
 		if (threads)
 			snprintf(tn, sizeof(tn), "%lu", threads);
-		printf("%s: isa %s, threads %s, %lu runs per level after %lu warm-up\n",
-		       model, nq_model_isa(m), tn, iters, warmup);
+		printf("%s: isa %s, threads %s, %u ADDs fused into convs, %lu runs per level after %lu warm-up\n",
+		       model, nq_model_isa(m), tn, nq_model_fused_adds(m), iters, warmup);
 		printf("  level bits  median ms     p99 ms     min ms    mean ms  inferences/s  cores\n");
 	}
 	for (unsigned int j = 0; j < nlv; j++) {

@@ -67,6 +67,7 @@ enum nq_drop {
 #define NQ_OPEN_LOCK_RESIDENT	(1u << 0)	/* mlock header, parameters, level 0's planes */
 #define NQ_OPEN_NO_URING	(1u << 1)	/* do not use io_uring (the plain fallback) */
 #define NQ_OPEN_LAZY		(1u << 2)	/* do not page the initial level in at open */
+#define NQ_OPEN_NO_FUSE		(1u << 5)	/* run every ADD as its own node (also $NQ_FUSE=0) */
 
 /* Options for nq_model_open (NULL = all defaults; zero-fill what you do not set). */
 struct nq_model_opts {
@@ -247,6 +248,13 @@ NQ_API uint64_t nq_model_weight_bytes(const struct nq_model *m, unsigned int lev
 
 /* Name of the kernel table in use ("scalar", "avx2", ...). */
 NQ_API const char *nq_model_isa(const struct nq_model *m);
+
+/*
+ * Residual ADDs computed in the epilogue of the CONV that produces one of
+ * their inputs (the conv's own output is then never stored; the bytes are
+ * those of conv-then-add).  0 when NQ_OPEN_NO_FUSE or $NQ_FUSE=0.
+ */
+NQ_API unsigned int nq_model_fused_adds(const struct nq_model *m);
 
 /* Options for nq_session_create_opts (NULL = defaults). */
 struct nq_session_opts {

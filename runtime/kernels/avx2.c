@@ -308,14 +308,18 @@ static inline void dot_2x4(const uint8_t *x0, const uint8_t *x1, const int8_t *w
 	*s1 = hsum4(a10, a11, a12, a13);
 }
 
+/* n outputs at o; with a fused ADD, res holds its other input at o's offset. */
 static void store4(const struct nq_conv_args *a, __m128i sum, const int32_t *corr, uint32_t c0,
-		   uint32_t n, uint8_t *o)
+		   uint32_t n, uint8_t *o, const uint8_t *res)
 {
 	int32_t v[4];
 
 	_mm_storeu_si128((void *)v, _mm_add_epi32(sum, _mm_loadu_si128((const void *)corr)));
-	for (uint32_t i = 0; i < n; i++)
-		o[i] = (uint8_t)nq_rq_output(v[i], a->rq[c0 + i], a->zy, a->lo, a->hi);
+	for (uint32_t i = 0; i < n; i++) {
+		uint8_t u = (uint8_t)nq_rq_output(v[i], a->rq[c0 + i], a->zy, a->lo, a->hi);
+
+		o[i] = a->add ? nq_add_one(a->add, u, res[i]) : u;
+	}
 }
 
 static int conv_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out)
@@ -356,16 +360,19 @@ static int conv_avx2(const struct nq_conv_args *a, const uint8_t *in, uint8_t *o
 			for (uint32_t r = 0; r < np; r += 2) {
 				const uint8_t *x0 = base + r * astride;
 				const uint8_t *x1 = r + 1 < np ? x0 + astride : x0;
-				uint8_t *o0 = out + (p0 + r) * a->out.c + c0;
+				uint64_t at = (p0 + r) * a->out.c + c0;
+				uint8_t *o0 = out + at;
+				const uint8_t *r0 = a->add ? a->res + at : NULL;
 
 				for (uint32_t c = 0; c < nc; c += 4) {
 					uint32_t n = nc - c < 4 ? nc - c : 4;
 					__m128i s0, s1;
 
 					dot_2x4(x0, x1, s.rows + (size_t)c * kp, kp, &s0, &s1);
-					store4(a, s0, s.corr + c, c0 + c, n, o0 + c);
+					store4(a, s0, s.corr + c, c0 + c, n, o0 + c, r0 ? r0 + c : NULL);
 					if (r + 1 < np)
-						store4(a, s1, s.corr + c, c0 + c, n, o0 + a->out.c + c);
+						store4(a, s1, s.corr + c, c0 + c, n, o0 + a->out.c + c,
+						       r0 ? r0 + a->out.c + c : NULL);
 				}
 			}
 		}
@@ -407,8 +414,7 @@ static void add_avx2(const struct nq_add_args *a, const uint8_t *x1, const uint8
 		}
 	}
 	for (; i < n; i++)
-		out[i] = (uint8_t)nq_add_apply((int32_t)x1[i] - a->z1, (int32_t)x2[i] - a->z2,
-					       &a->rq, a->z3, a->lo, a->hi);
+		out[i] = nq_add_one(a, x1[i], x2[i]);
 }
 
 /* Ops without an AVX2 version yet run the oracle's loops (nq_scalar_*). */

@@ -101,6 +101,65 @@ static inline struct rq_vec rq_bounds(int32_t zy, int32_t lo, int32_t hi)
 	return b;
 }
 
+/*
+ * ADD (requant.h nq_add_apply) on 16 lanes: the standalone add_avx512 and
+ * the epilogue of a conv with a fused ADD both go through add_pair.
+ *
+ * d1 * k1 + d2 * k2 + r is u1 * k1 + u2 * k2 + c with c = r - z1 * k1 -
+ * z2 * k2, all modulo 2^32: the true sum fits int32 (nq_add_derive bounds
+ * it), so the wrapped one is exact and the arithmetic shift then gives the
+ * oracle's bytes.  With each k = kh * 2^9 + kl (0 <= kl < 512; kh < 2^15
+ * since k * 255 < 2^31), the two products are two vpmaddwd on the int16
+ * pairs (u1, u2) of each lane; other k (negative) take vpmulld.
+ */
+struct add_vec {
+	__m512i kh, kl, c, k1, k2, z3, lo, hi, sh;
+	bool madd;
+};
+
+static inline void add_vec_init(struct add_vec *v, const struct nq_add_args *a)
+{
+	const int32_t k1 = a->rq.k1, k2 = a->rq.k2;
+	uint32_t c = a->rq.shift ? 1u << (a->rq.shift - 1) : 0;
+
+	c -= (uint32_t)a->z1 * (uint32_t)k1 + (uint32_t)a->z2 * (uint32_t)k2;
+	v->madd = k1 >= 0 && k2 >= 0 && (k1 >> 9) < 32768 && (k2 >> 9) < 32768;
+	v->kh = _mm512_set1_epi32((int32_t)((uint32_t)(k2 >> 9) << 16 | (uint32_t)(k1 >> 9)));
+	v->kl = _mm512_set1_epi32((int32_t)((uint32_t)(k2 & 511) << 16 | (uint32_t)(k1 & 511)));
+	v->c = _mm512_set1_epi32((int32_t)c);
+	v->k1 = _mm512_set1_epi32(k1);
+	v->k2 = _mm512_set1_epi32(k2);
+	v->z3 = _mm512_set1_epi32(a->z3);
+	v->lo = _mm512_set1_epi32(a->lo);
+	v->hi = _mm512_set1_epi32(a->hi);
+	v->sh = _mm512_set1_epi32(a->rq.shift);
+}
+
+/* pair: u1 | u2 << 16 per lane, two u8 codes; the result in [lo, hi]. */
+static inline __m512i add_pair(__m512i pair, const struct add_vec *a)
+{
+	__m512i t;
+
+	if (a->madd) {
+		t = _mm512_slli_epi32(_mm512_madd_epi16(pair, a->kh), 9);
+		t = _mm512_add_epi32(t, _mm512_dpwssd_epi32(a->c, pair, a->kl));
+	} else {
+		__m512i u1 = _mm512_and_si512(pair, _mm512_set1_epi32(0xffff));
+
+		t = _mm512_add_epi32(_mm512_mullo_epi32(u1, a->k1),
+				     _mm512_mullo_epi32(_mm512_srli_epi32(pair, 16), a->k2));
+		t = _mm512_add_epi32(t, a->c);
+	}
+	t = _mm512_add_epi32(a->z3, _mm512_srav_epi32(t, a->sh));
+	return _mm512_min_epi32(_mm512_max_epi32(t, a->lo), a->hi);
+}
+
+/* u1, u2: zero-extended u8 codes. */
+static inline __m512i add16(__m512i u1, __m512i u2, const struct add_vec *a)
+{
+	return add_pair(_mm512_or_si512(u1, _mm512_slli_epi32(u2, 16)), a);
+}
+
 /* ---- weight panels ---- */
 
 /*
@@ -621,7 +680,7 @@ static int build_panel(const struct nq_conv_args *a, uint32_t c0, uint32_t nc, u
 static inline __attribute__((always_inline)) void
 tile_body(const int R, const int NV, const uint8_t *const *ap, uint32_t nseg, uint32_t seg,
 	  const int8_t *panel, const struct epi *e, const struct rq_vec *b, uint8_t *out,
-	  uint64_t ostride, uint32_t nc)
+	  uint64_t ostride, uint32_t nc, const struct add_vec *ad, const uint8_t *res)
 {
 	const __m512i z = _mm512_setzero_si512();
 	const uint64_t pstride = (uint64_t)NV * 64;
@@ -629,6 +688,12 @@ tile_body(const int R, const int NV, const uint8_t *const *ap, uint32_t nseg, ui
 	__m512i acc[MR][4];
 	DECL(0) DECL(1) DECL(2) DECL(3) DECL(4) DECL(5)
 
+	/* A fused ADD's input: fetched while the products accumulate. */
+	if (ad)
+		for (int r = 0; r < R; r++) {
+			_mm_prefetch((const char *)res + r * ostride, _MM_HINT_T0);
+			_mm_prefetch((const char *)res + r * ostride + nc - 1, _MM_HINT_T0);
+		}
 	/* Segment t of row r starts at ap[t * MR + r], seg k-groups long. */
 	for (uint32_t t = 0; t < nseg; t++) {
 		const uint8_t *const *as = ap + (size_t)t * MR;
@@ -647,6 +712,15 @@ tile_body(const int R, const int NV, const uint8_t *const *ap, uint32_t nseg, ui
 		}
 	}
 	SAVE(0) SAVE(1) SAVE(2) SAVE(3) SAVE(4) SAVE(5)
+	/* vpshufb control: byte j of each (broadcast) 16-byte lane to byte 2
+	 * of dword j, zeros elsewhere. */
+	const __m512i pair_hi = _mm512_set_epi32(
+		(int)0x800f8080, (int)0x800e8080, (int)0x800d8080, (int)0x800c8080,
+		(int)0x800b8080, (int)0x800a8080, (int)0x80098080, (int)0x80088080,
+		(int)0x80078080, (int)0x80068080, (int)0x80058080, (int)0x80048080,
+		(int)0x80038080, (int)0x80028080, (int)0x80018080, (int)0x80008080);
+	/* The conv's u8 codes y; with a fused ADD (ad), y goes on as its
+	 * first input, the second read from res where y would have gone. */
 #pragma GCC unroll 4
 	for (int v = 0; v < NV; v++) {
 		__m512i corr = _mm512_loadu_si512(e->corr + 16 * v);
@@ -658,6 +732,19 @@ tile_body(const int R, const int NV, const uint8_t *const *ap, uint32_t nseg, ui
 			__m512i y = requant16(_mm512_add_epi32(acc[r][v], corr), e->m + 16 * v,
 					      e->s + 16 * v, e->rnd + 16 * v, b);
 
+			if (ad) {
+				const uint8_t *rp = res + r * ostride + 16 * v;
+				__m512i u2;
+
+				/* 16 codes to bytes 2 of the lanes: (y, u2) pairs. */
+				if (left >= 16)
+					u2 = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(
+						_mm_loadu_si128((const void *)rp)), pair_hi);
+				else
+					u2 = _mm512_slli_epi32(_mm512_cvtepu8_epi32(
+						_mm_maskz_loadu_epi8(mask, rp)), 16);
+				y = add_pair(_mm512_or_si512(y, u2), ad);
+			}
 			_mm_mask_storeu_epi8(out + r * ostride + 16 * v, mask, _mm512_cvtepi32_epi8(y));
 		}
 	}
@@ -665,15 +752,16 @@ tile_body(const int R, const int NV, const uint8_t *const *ap, uint32_t nseg, ui
 
 typedef void (*tile_fn)(const uint8_t *const *ap, uint32_t nseg, uint32_t seg,
 			const int8_t *panel, const struct epi *e, const struct rq_vec *b,
-			uint8_t *out, uint64_t ostride, uint32_t nc);
+			uint8_t *out, uint64_t ostride, uint32_t nc, const struct add_vec *ad,
+			const uint8_t *res);
 
 #define TILE(R, NV)									\
 static void tile_##R##_##NV(const uint8_t *const *ap, uint32_t nseg, uint32_t seg,	\
 			    const int8_t *panel, const struct epi *e,			\
 			    const struct rq_vec *b, uint8_t *out, uint64_t ostride,	\
-			    uint32_t nc)						\
+			    uint32_t nc, const struct add_vec *ad, const uint8_t *res)	\
 {											\
-	tile_body(R, NV, ap, nseg, seg, panel, e, b, out, ostride, nc);			\
+	tile_body(R, NV, ap, nseg, seg, panel, e, b, out, ostride, nc, ad, res);	\
 }
 #define TILES(R) TILE(R, 1) TILE(R, 2) TILE(R, 3) TILE(R, 4)
 TILES(1) TILES(2) TILES(3) TILES(4) TILES(5) TILES(6)
@@ -802,7 +890,7 @@ static void conv_scratch_init(struct conv_scratch *s, int8_t *tile, uint32_t kp)
  * a row of zero points.
  */
 static int conv_taps(const struct nq_conv_args *a, uint64_t pb, uint64_t pe, const uint8_t *in,
-		     uint8_t *out, const struct rq_vec *b)
+		     uint8_t *out, const struct rq_vec *b, const struct add_vec *ad)
 {
 	const uint32_t C = a->in.c, cpg = a->cin_per_group, T = a->kh * a->kw, kp = a->k;
 	const uint32_t oc = a->oc;
@@ -850,7 +938,8 @@ static int conv_taps(const struct nq_conv_args *a, uint64_t pb, uint64_t pe, con
 				}
 			}
 			tiles[R - 1][nv - 1](ap, T, cpg / 4, s.panel, s.epi, b,
-					     out + p0 * a->out.c + c0, a->out.c, nc);
+					     out + p0 * a->out.c + c0, a->out.c, nc, ad,
+					     ad ? a->res + p0 * a->out.c + c0 : NULL);
 		}
 	}
 	return 0;
@@ -867,11 +956,16 @@ static int conv_rows_avx512(const struct nq_conv_args *a, uint64_t pb, uint64_t 
 	const bool taps = !direct && G == 1 && a->cin_per_group % 4 == 0 &&
 			  a->cin_per_group >= 16 && a->kh * a->kw <= MAX_TAPS;
 	const struct rq_vec b = rq_bounds(a->zy, a->lo, a->hi);
+	struct add_vec av, *ad = NULL;
 	struct conv_scratch s;
 	int err;
 
+	if (a->add) {
+		add_vec_init(&av, a->add);
+		ad = &av;
+	}
 	if (taps)
-		return conv_taps(a, pb, pe, in, out, &b);
+		return conv_taps(a, pb, pe, in, out, &b, ad);
 	/* Few positions (the late layers): im2col them all once, not once
 	 * per panel of 64 channels. */
 	const bool once = !direct && (pe - pb) * kp <= COLS_ONCE && ocpg > NB;
@@ -912,7 +1006,8 @@ static int conv_rows_avx512(const struct nq_conv_args *a, uint64_t pb, uint64_t 
 				for (uint32_t r = 0; r < R; r++)
 					ap[r] = base + (uint64_t)(r0 + r) * astride;
 				tiles[R - 1][nv - 1](ap, 1, kg, s.panel, s.epi, &b,
-						     out + (p0 + r0) * a->out.c + c0, a->out.c, nc);
+						     out + (p0 + r0) * a->out.c + c0, a->out.c, nc, ad,
+						     ad ? a->res + (p0 + r0) * a->out.c + c0 : NULL);
 			}
 		}
 	}
@@ -947,7 +1042,8 @@ static int conv_dw_avx512(const struct nq_conv_args *a, const uint8_t *in, uint8
 	const uint8_t *tap[64];
 	int err;
 
-	if (a->cin_per_group != 1 || a->groups != a->oc || T > 64)
+	/* The executor fuses no ADD into depthwise layers; the oracle can. */
+	if (a->cin_per_group != 1 || a->groups != a->oc || T > 64 || a->add)
 		return nq_kernels_scalar.conv(a, in, out);
 	err = nq_unpack_rows(&a->wt, 0, C, T, T, rowbuf, NULL);
 	if (err)
@@ -1032,21 +1128,14 @@ static size_t tile_bytes_avx512(uint32_t k, uint32_t oc)
 static void add_avx512(const struct nq_add_args *a, const uint8_t *x1, const uint8_t *x2,
 		       uint8_t *out, size_t n)
 {
-	const __m512i z1 = _mm512_set1_epi32(a->z1), z2 = _mm512_set1_epi32(a->z2);
-	const __m512i k1 = _mm512_set1_epi32(a->rq.k1), k2 = _mm512_set1_epi32(a->rq.k2);
-	const __m512i r = _mm512_set1_epi32(a->rq.shift ? 1 << (a->rq.shift - 1) : 0);
-	const __m512i z3 = _mm512_set1_epi32(a->z3), lo = _mm512_set1_epi32(a->lo);
-	const __m512i hi = _mm512_set1_epi32(a->hi);
-	const __m128i sh = _mm_cvtsi32_si128(a->rq.shift);
+	struct add_vec c;
 
+	add_vec_init(&c, a);
 	for (size_t i = 0; i < n; i += 16) {
 		__mmask16 mask = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-		__m512i d1 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x1 + i)), z1);
-		__m512i d2 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x2 + i)), z2);
-		__m512i v = _mm512_add_epi32(_mm512_mullo_epi32(d1, k1), _mm512_mullo_epi32(d2, k2));
+		__m512i v = add16(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x1 + i)),
+				  _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, x2 + i)), &c);
 
-		v = _mm512_add_epi32(z3, _mm512_sra_epi32(_mm512_add_epi32(v, r), sh));
-		v = _mm512_min_epi32(_mm512_max_epi32(v, lo), hi);
 		_mm_mask_storeu_epi8(out + i, mask, _mm512_cvtepi32_epi8(v));
 	}
 }

@@ -41,6 +41,8 @@ struct nq_nhwc {
 	uint32_t n, h, w, c;
 };
 
+struct nq_add_args;
+
 /* CONV (any groups) and GEMM (kh = kw = 1, in/out h = w = 1). */
 struct nq_conv_args {
 	struct nq_weights wt;
@@ -52,6 +54,17 @@ struct nq_conv_args {
 	const struct nq_rq *rq;		/* [oc] for this level */
 	int8_t *tile;			/* scratch, >= k bytes (scalar); SIMD kernels
 					   get nq_kernels.tile_bytes(k, oc) */
+	/*
+	 * A residual ADD fused into the epilogue (NULL: none).  The conv's
+	 * 8-bit output u is computed exactly as without it, then not stored:
+	 * out gets nq_add_one(add, u, r) instead, r being the byte of `res`
+	 * at the same offset as the output byte (res has out's layout).  The
+	 * conv output is always x1 of `add` (model.c swaps the terms when
+	 * it was the ADD's second input).  conv and gemm honour it; conv_dw
+	 * tables may hand such a layer to the oracle.
+	 */
+	const struct nq_add_args *add;
+	const uint8_t *res;
 };
 
 /* ADD: n elements, same layout on all three tensors. */
@@ -59,6 +72,16 @@ struct nq_add_args {
 	struct nq_add_rq rq;
 	int32_t z1, z2, z3, lo, hi;
 };
+
+/*
+ * One element of ADD (requant.h nq_add_apply on two u8 codes): the scalar
+ * form every table's standalone add tail and fused epilogue use.
+ */
+static inline uint8_t nq_add_one(const struct nq_add_args *a, uint8_t x1, uint8_t x2)
+{
+	return (uint8_t)nq_add_apply((int32_t)x1 - a->z1, (int32_t)x2 - a->z2, &a->rq, a->z3,
+				     a->lo, a->hi);
+}
 
 /* MAXPOOL / AVGPOOL. */
 struct nq_pool_args {

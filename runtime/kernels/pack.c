@@ -360,6 +360,8 @@ bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int
 		sub->wt.plane[l].rows = c1 - c0;
 	}
 	*out_off = c0;
+	if (a->add)
+		sub->res = a->res + c0;	/* a fused ADD's input moves with out */
 	return true;
 }
 

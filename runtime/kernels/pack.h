@@ -124,7 +124,8 @@ bool nq_conv_is_pointwise(const struct nq_conv_args *a);
  * argument struct so that any kernel table runs it unchanged: *sub gets the
  * channel count, groups and the bias/rq/plane pointers of the range; the
  * part reads `in + *in_off` and writes `out + *out_off` (in.c and out.c
- * stay the row strides).  Parts are disjoint and cover the layer, so the
+ * stay the row strides; sub->res, a fused ADD's input, is already moved by
+ * *out_off).  Parts are disjoint and cover the layer, so the
  * result does not depend on nparts.  False when the part is empty.
  */
 bool nq_conv_split(const struct nq_conv_args *a, unsigned int part, unsigned int nparts,

@@ -75,8 +75,10 @@ int nq_scalar_conv(const struct nq_conv_args *a, const uint8_t *in, uint8_t *out
 						acc += ((int32_t)px[ci] - a->zx) * wp[ci];
 				}
 			}
-			out[(((uint64_t)n * a->out.h + oh) * a->out.w + ow) * a->out.c + c] =
-				(uint8_t)nq_rq_output(acc, a->rq[c], a->zy, a->lo, a->hi);
+			uint64_t o = (((uint64_t)n * a->out.h + oh) * a->out.w + ow) * a->out.c + c;
+			uint8_t u = (uint8_t)nq_rq_output(acc, a->rq[c], a->zy, a->lo, a->hi);
+
+			out[o] = a->add ? nq_add_one(a->add, u, a->res[o]) : u;
 		}
 	}
 	return 0;
@@ -86,8 +88,7 @@ static void add_scalar(const struct nq_add_args *a, const uint8_t *x1, const uin
 		       uint8_t *out, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		out[i] = (uint8_t)nq_add_apply((int32_t)x1[i] - a->z1, (int32_t)x2[i] - a->z2,
-					       &a->rq, a->z3, a->lo, a->hi);
+		out[i] = nq_add_one(a, x1[i], x2[i]);
 }
 
 /* Window rows/cols [*b, *e) that fall inside [lo, hi) for output index o. */

@@ -2,7 +2,9 @@
 # A whole network, every kernel table this CPU can run x 1, 2 and 3 threads:
 # the ResNet in models/ converted with three nested levels (8|6|4), run on
 # Fashion-MNIST test images at every level; every output must equal the
-# scalar oracle's on one thread (the JSON prints each probability).
+# scalar oracle's on one thread (the JSON prints each probability), run with
+# every ADD as its own node ($NQ_FUSE=0): the runs under test fuse the
+# network's 4 residual ADDs into their convs, and must not change a byte.
 # Exit 0 pass, 77 skip (last line says why), other = fail.
 set -u
 
@@ -23,10 +25,13 @@ fail() { echo "FAIL: $*"; exit 1; }
 NQ_ISA=scalar "$NQ" run "$TMP/m.nq" --data fashion-mnist:0 >/dev/null 2>&1 ||
 	skip "no Fashion-MNIST test set (Debian: dataset-fashion-mnist)"
 
+fused=$("$NQ" bench "$TMP/m.nq" --iters 1 --warmup 0 --json 2>&1 |
+	sed -n 's/.*"fused_adds": \([0-9]*\).*/\1/p')
+[ "$fused" = 4 ] || fail "expected the 4 residual ADDs fused, bench says '$fused'"
 n=0
 for level in 8 6 4; do
 	for item in 0 7 123; do
-		NQ_ISA=scalar NQ_THREADS=1 "$NQ" run "$TMP/m.nq" --data fashion-mnist:$item \
+		NQ_FUSE=0 NQ_ISA=scalar NQ_THREADS=1 "$NQ" run "$TMP/m.nq" --data fashion-mnist:$item \
 			--level $level --json >"$TMP/ref" 2>&1 || fail "scalar run, level $level"
 		for isa in scalar avx2 avx512 neon; do
 			NQ_ISA=$isa "$NQ" run "$TMP/m.nq" --data fashion-mnist:0 >/dev/null 2>&1 || continue
