@@ -36,9 +36,11 @@
 #                     a core's worth of copying and reclaim)   [0]
 #   PRESSURE_RT       N > 0: every case runs `serve --rt-priority N` (inference
 #                     threads SCHED_FIFO N, switching thread N + 1), so that the
-#                     hog's CPU time (nice or not, it runs in the kernel for
-#                     milliseconds at a time) cannot hold up an answer; 0:
-#                     normal priority   [1]
+#                     hog's CPU time cannot hold up an answer.  Off by default:
+#                     a real-time server refaults its planes faster than the
+#                     hog's reclaim can take them, and without switching (none,
+#                     and psi until its window ends) memcg then OOM-kills the
+#                     hog in its first cycle, which ends those cases   [0]
 #   PRESSURE_LOCK     1: every case runs `serve --lock-resident` (the part-bit
 #                     path's pages locked: the file's header and parameters,
 #                     level 0's planes, code, stacks, arenas); 0: nothing
@@ -59,7 +61,7 @@ OUT=${PRESSURE_OUT:-docs}
 CASES=${PRESSURE_CASES:-bpf,psi,none,calm}
 HOG_MIB=${HOG_MIB:-24}
 LOCK=${PRESSURE_LOCK:-1}
-RT=${PRESSURE_RT:-1}
+RT=${PRESSURE_RT:-0}
 HOG_NICE=${PRESSURE_HOG_NICE:-19}
 HOG_RATE=${PRESSURE_HOG_RATE:-0}
 HOLD_MS=1000
