@@ -73,6 +73,36 @@ static inline __m256i decode16(const uint8_t *src, uint64_t avail, const struct 
 	return f->is_signed ? _mm256_sra_epi16(v, f->sh) : _mm256_srl_epi16(v, f->sh);
 }
 
+/* What composing a chain of planes needs per level (unpack_rows, unpack_panel). */
+struct nest_ctl {
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	__m256i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS];
+	__m128i sh[NQ_FORMAT_MAX_LEVELS];
+};
+
+static void nest_ctl_init(struct nest_ctl *c, const struct nq_weights *wt)
+{
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l];
+
+		field_ctl_init(&c->f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		c->lo[l] = _mm256_set1_epi16((int16_t)-(1 << (b - 1)));
+		c->hi[l] = _mm256_set1_epi16((int16_t)((1 << (b - 1)) - 1));
+		c->sh[l] = _mm_cvtsi32_si128(l ? b - wt->level_bits[l - 1] : 0);
+	}
+}
+
+/* q_l = q_{l-1} * 2^d + x (level l >= 1, 16 int16 lanes); live lanes out of
+ * level l's range are or-ed into *bad. */
+static inline __m256i nest_step(const struct nest_ctl *c, uint32_t l, __m256i q, __m256i x,
+				__m256i live, __m256i *bad)
+{
+	q = _mm256_add_epi16(_mm256_sll_epi16(q, c->sh[l]), x);
+	*bad = _mm256_or_si256(*bad, _mm256_and_si256(live,
+			_mm256_or_si256(_mm256_cmpgt_epi16(q, c->hi[l]), _mm256_cmpgt_epi16(c->lo[l], q))));
+	return q;
+}
+
 /*
  * unpack_rows for PANEL16X4 planes (format/SPEC.md "Packing"): values
  * 16 m .. 16 m + 15 of a chunk, 2 * bits bytes from byte 2 m * bits, are
@@ -86,9 +116,7 @@ static inline __m256i decode16(const uint8_t *src, uint64_t avail, const struct 
 static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
 			uint32_t kp, int8_t *dst, int32_t *rowsum)
 {
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	__m256i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS];
-	__m128i sh[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const uint32_t quads = (k + 3) / 4;
 	const __m256i ones = _mm256_set1_epi16(1);
 	const __m256i lane_ch = _mm256_setr_epi16(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
@@ -96,14 +124,7 @@ static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, 
 
 	if (!nq_planes_decodable(wt) || row0 % 16)
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l];
-
-		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		lo[l] = _mm256_set1_epi16((int16_t)-(1 << (b - 1)));
-		hi[l] = _mm256_set1_epi16((int16_t)((1 << (b - 1)) - 1));
-		sh[l] = _mm_cvtsi32_si128(l ? b - wt->level_bits[l - 1] : 0);
-	}
+	nest_ctl_init(&c, wt);
 	for (uint32_t g0 = row0; g0 < row0 + n; g0 += 16) {
 		const uint32_t nr = row0 + n - g0 < 16 ? row0 + n - g0 : 16;
 		int8_t *rows = dst + (uint64_t)(g0 - row0) * kp;
@@ -139,16 +160,9 @@ static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, 
 					for (uint32_t l = 0; l <= wt->level; l++) {
 						const unsigned int bits = wt->plane[l].bits;
 						const uint8_t *at = src[l] + (uint64_t)j * 8 * bits + 2 * m * bits;
-						__m256i x = decode16(at, (uint64_t)(end[l] - at), &f[l]);
+						__m256i x = decode16(at, (uint64_t)(end[l] - at), &c.f[l]);
 
-						if (l == 0) {
-							q = x;
-							continue;
-						}
-						q = _mm256_add_epi16(_mm256_sll_epi16(q, sh[l]), x);
-						bad = _mm256_or_si256(bad, _mm256_and_si256(live,
-								_mm256_or_si256(_mm256_cmpgt_epi16(q, hi[l]),
-										_mm256_cmpgt_epi16(lo[l], q))));
+						q = l ? nest_step(&c, l, q, x, live, &bad) : x;
 					}
 					q = _mm256_and_si256(q, live);
 					sum[m] = _mm256_add_epi32(sum[m], _mm256_madd_epi16(q, ones));
@@ -201,9 +215,7 @@ static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, 
 static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint32_t k,
 		       uint32_t kp, int8_t *dst, int32_t *rowsum)
 {
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	__m256i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS];
-	__m128i sh[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const __m256i ones = _mm256_set1_epi16(1);
 	const __m256i iota = _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 
@@ -211,14 +223,7 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 		return unpack_panel(wt, row0, n, k, kp, dst, rowsum);
 	if (!nq_planes_decodable(wt) || !nq_planes_rows(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l];
-
-		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		lo[l] = _mm256_set1_epi16((int16_t)-(1 << (b - 1)));
-		hi[l] = _mm256_set1_epi16((int16_t)((1 << (b - 1)) - 1));
-		sh[l] = _mm_cvtsi32_si128(l ? b - wt->level_bits[l - 1] : 0);
-	}
+	nest_ctl_init(&c, wt);
 	for (uint32_t r = 0; r < n; r++) {
 		int8_t *q8 = dst + (uint64_t)r * kp;
 		__m256i bad = _mm256_setzero_si256(), sum = _mm256_setzero_si256();
@@ -233,16 +238,9 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 				uint64_t packed = ((uint64_t)k * p->bits + 7) / 8;
 				uint64_t off = (uint64_t)j / 8 * p->bits;
 				__m256i x = decode16(p->data + (uint64_t)(row0 + r) * p->row_stride + off,
-						     packed - off, &f[l]);
+						     packed - off, &c.f[l]);
 
-				if (l == 0) {
-					q = x;
-					continue;
-				}
-				q = _mm256_add_epi16(_mm256_sll_epi16(q, sh[l]), x);
-				bad = _mm256_or_si256(bad, _mm256_and_si256(live,
-						_mm256_or_si256(_mm256_cmpgt_epi16(q, hi[l]),
-								_mm256_cmpgt_epi16(lo[l], q))));
+				q = l ? nest_step(&c, l, q, x, live, &bad) : x;
 			}
 			q = _mm256_and_si256(q, live);
 			sum = _mm256_add_epi32(sum, _mm256_madd_epi16(q, ones));

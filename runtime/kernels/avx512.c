@@ -238,6 +238,44 @@ static bool fast_planes(const struct nq_weights *wt)
 	return __builtin_cpu_supports("avx512vbmi") && nq_planes_decodable(wt);
 }
 
+/* What composing any chain of planes needs per level (panel_fast*). */
+struct nest_ctl {
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	__m512i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], shmask[NQ_FORMAT_MAX_LEVELS];
+};
+
+VBMI static void nest_ctl_init(struct nest_ctl *c, const struct nq_weights *wt)
+{
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l], d = l ? b - wt->level_bits[l - 1] : 0;
+
+		field_ctl_init(&c->f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		c->lo[l] = _mm512_set1_epi8((char)-(1 << (b - 1)));
+		c->hi[l] = _mm512_set1_epi8((char)((1 << (b - 1)) - 1));
+		c->shmask[l] = _mm512_set1_epi8((char)(0xff << d));
+	}
+}
+
+/*
+ * q_l = q_{l-1} * 2^d + x for level l >= 1, 64 values at once.  Out of int8
+ * the saturating sum differs; a narrower level also checks its own range.
+ * Lanes that leave their range are added to *bad (within valid).
+ */
+static inline __attribute__((always_inline)) __m512i
+nest_step(const struct nest_ctl *c, const struct nq_weights *wt, uint32_t l, __m512i q, __m512i x,
+	  __mmask64 valid, __mmask64 *bad)
+{
+	unsigned int d = wt->level_bits[l] - wt->level_bits[l - 1];
+	__m512i t = _mm512_and_si512(_mm512_slli_epi16(q, d), c->shmask[l]);
+	__m512i sum = _mm512_add_epi8(t, x), sat = _mm512_adds_epi8(t, x);
+	__mmask64 m = _mm512_cmpneq_epi8_mask(sum, sat);
+
+	if (wt->level_bits[l] < 8)
+		m |= _mm512_cmplt_epi8_mask(sat, c->lo[l]) | _mm512_cmpgt_epi8_mask(sat, c->hi[l]);
+	*bad |= valid & m;
+	return sum;
+}
+
 /*
  * Rows [c0, c0 + n) (n <= 16), values [0, k), composed from the planes
  * straight into panel vectors: per 64 values, one zmm per row, then a 16 x
@@ -248,20 +286,12 @@ static bool fast_planes(const struct nq_weights *wt)
 VBMI static bool panel_fast(const struct nq_weights *wt, uint32_t c0, uint32_t n, uint32_t k,
 		       int8_t *panel, uint32_t w, __m512i *rowsum)
 {
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	__m512i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], shmask[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const __m512i ones = _mm512_set1_epi8(1);
 	__mmask64 bad = 0;
 	__m512i rs = _mm512_setzero_si512();
 
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l], d = l ? b - wt->level_bits[l - 1] : 0;
-
-		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		lo[l] = _mm512_set1_epi8((char)-(1 << (b - 1)));
-		hi[l] = _mm512_set1_epi8((char)((1 << (b - 1)) - 1));
-		shmask[l] = _mm512_set1_epi8((char)(0xff << d));
-	}
+	nest_ctl_init(&c, wt);
 	for (uint32_t kc = 0; kc < k; kc += 64) {
 		const uint32_t nv = k - kc < 64 ? k - kc : 64;
 		const __mmask64 valid = mask64(nv);
@@ -287,25 +317,8 @@ VBMI static bool panel_fast(const struct nq_weights *wt, uint32_t c0, uint32_t n
 				/* The next 16 rows into L2, as in panel_nest8. */
 				if (c0 + 32 <= p->rows)
 					_mm_prefetch((const char *)src + 16 * p->row_stride, _MM_HINT_T1);
-				x = decode64(src, mask64(nb), &f[l]);
-
-				if (l == 0) {
-					q = x;
-				} else {
-					unsigned int d = wt->level_bits[l] - wt->level_bits[l - 1];
-					__m512i t = _mm512_and_si512(_mm512_slli_epi16(q, d), shmask[l]);
-					__m512i sum = _mm512_add_epi8(t, x), sat = _mm512_adds_epi8(t, x);
-
-					/* Out of int8: the saturating sum differs.  A
-					 * narrower level also checks its own range. */
-					__mmask64 m = _mm512_cmpneq_epi8_mask(sum, sat);
-
-					if (wt->level_bits[l] < 8)
-						m |= _mm512_cmplt_epi8_mask(sat, lo[l]) |
-						     _mm512_cmpgt_epi8_mask(sat, hi[l]);
-					bad |= valid & m;
-					q = sum;
-				}
+				x = decode64(src, mask64(nb), &c.f[l]);
+				q = l ? nest_step(&c, wt, l, q, x, valid, &bad) : x;
 			}
 			r[i] = _mm512_maskz_mov_epi8(valid, q);
 		}
@@ -448,23 +461,15 @@ static inline __mmask64 chunk_valid(uint32_t n, uint32_t k, uint32_t j)
 VBMI static bool panel_fast_po(const struct nq_weights *wt, uint32_t c0, uint32_t nc, uint32_t k,
 			       int8_t *panel, uint32_t w, int32_t *rowsum)
 {
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	__m512i lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], shmask[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const uint8_t *src[NQ_FORMAT_MAX_LEVELS];
 	const uint32_t quads = (k + 3) / 4;
 	const __m512i ones = _mm512_set1_epi8(1);
 	__mmask64 bad = 0;
 
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		const struct nq_plane_view *p = &wt->plane[l];
-		int b = wt->level_bits[l], d = l ? b - wt->level_bits[l - 1] : 0;
-
-		field_ctl_init(&f[l], p->bits, p->is_signed);
-		lo[l] = _mm512_set1_epi8((char)-(1 << (b - 1)));
-		hi[l] = _mm512_set1_epi8((char)((1 << (b - 1)) - 1));
-		shmask[l] = _mm512_set1_epi8((char)(0xff << d));
-		src[l] = p->data + nq_plane_channel_offset(p, c0);
-	}
+	nest_ctl_init(&c, wt);
+	for (uint32_t l = 0; l <= wt->level; l++)
+		src[l] = wt->plane[l].data + nq_plane_channel_offset(&wt->plane[l], c0);
 	/* The groups of a block follow each other: the streams run on. */
 	for (uint32_t r0 = 0; r0 < nc; r0 += 16) {
 		const uint32_t n = nc - r0 < 16 ? nc - r0 : 16;
@@ -480,22 +485,9 @@ VBMI static bool panel_fast_po(const struct nq_weights *wt, uint32_t c0, uint32_
 				__m512i x;
 
 				_mm_prefetch((const char *)src[l] + PF_DIST * bytes, _MM_HINT_T0);
-				x = decode64(src[l], mask64(bytes), &f[l]);
+				x = decode64(src[l], mask64(bytes), &c.f[l]);
 				src[l] += bytes;
-				if (l == 0) {
-					q = x;
-				} else {
-					unsigned int d = wt->level_bits[l] - wt->level_bits[l - 1];
-					__m512i t = _mm512_and_si512(_mm512_slli_epi16(q, d), shmask[l]);
-					__m512i sum = _mm512_add_epi8(t, x), sat = _mm512_adds_epi8(t, x);
-					__mmask64 m = _mm512_cmpneq_epi8_mask(sum, sat);
-
-					if (wt->level_bits[l] < 8)
-						m |= _mm512_cmplt_epi8_mask(sat, lo[l]) |
-						     _mm512_cmpgt_epi8_mask(sat, hi[l]);
-					bad |= valid & m;
-					q = sum;
-				}
+				q = l ? nest_step(&c, wt, l, q, x, valid, &bad) : x;
 			}
 			q = _mm512_maskz_mov_epi8(valid, q);
 			_mm512_store_si512(dst + (uint64_t)j * w * 4, q);

@@ -77,6 +77,35 @@ static inline void decode16(const uint8_t *src, uint64_t avail, const struct fie
 	}
 }
 
+/* What composing a chain of planes needs per level (unpack_rows, unpack_panel). */
+struct nest_ctl {
+	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
+	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
+};
+
+static void nest_ctl_init(struct nest_ctl *c, const struct nq_weights *wt)
+{
+	for (uint32_t l = 0; l <= wt->level; l++) {
+		int b = wt->level_bits[l];
+
+		field_ctl_init(&c->f[l], wt->plane[l].bits, wt->plane[l].is_signed);
+		c->lo[l] = vdupq_n_s16((int16_t)-(1 << (b - 1)));
+		c->hi[l] = vdupq_n_s16((int16_t)((1 << (b - 1)) - 1));
+		c->sh[l] = vdupq_n_s16((int16_t)(l ? b - wt->level_bits[l - 1] : 0));
+	}
+}
+
+/* q_l = q_{l-1} * 2^d + x (level l >= 1, 8 int16 lanes); live lanes out of
+ * level l's range are or-ed into *bad. */
+static inline int16x8_t nest_step(const struct nest_ctl *c, uint32_t l, int16x8_t q, int16x8_t x,
+				  uint16x8_t live, uint16x8_t *bad)
+{
+	q = vaddq_s16(vshlq_s16(q, c->sh[l]), x);
+	*bad = vorrq_u16(*bad, vandq_u16(live, vorrq_u16(vcgtq_s16(q, c->hi[l]),
+							 vcltq_s16(q, c->lo[l]))));
+	return q;
+}
+
 /*
  * unpack_rows for PANEL16X4 planes (format/SPEC.md "Packing"): values
  * 16 m .. 16 m + 15 of a chunk, 2 * bits bytes from byte 2 m * bits, are
@@ -92,22 +121,14 @@ static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, 
 {
 	static const int16_t ch_v[16] = { 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3 };
 	static const int16_t k_v[8] = { 0, 1, 2, 3, 0, 1, 2, 3 };
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const int16x8_t lane_ch[2] = { vld1q_s16(ch_v), vld1q_s16(ch_v + 8) };
 	const int16x8_t lane_k = vld1q_s16(k_v);
 	const uint32_t quads = (k + 3) / 4;
 
 	if (!nq_planes_decodable(wt) || row0 % 16)
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l];
-
-		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		lo[l] = vdupq_n_s16((int16_t)-(1 << (b - 1)));
-		hi[l] = vdupq_n_s16((int16_t)((1 << (b - 1)) - 1));
-		sh[l] = vdupq_n_s16((int16_t)(l ? b - wt->level_bits[l - 1] : 0));
-	}
+	nest_ctl_init(&c, wt);
 	for (uint32_t g0 = row0; g0 < row0 + n; g0 += 16) {
 		const uint32_t nr = row0 + n - g0 < 16 ? row0 + n - g0 : 16;
 		int8_t *rows = dst + (uint64_t)(g0 - row0) * kp;
@@ -149,17 +170,10 @@ static int unpack_panel(const struct nq_weights *wt, uint32_t row0, uint32_t n, 
 						const unsigned int bits = wt->plane[l].bits;
 						const uint8_t *at = src[l] + (uint64_t)j * 8 * bits + 2 * m * bits;
 
-						decode16(at, (uint64_t)(end[l] - at), &f[l], x);
-						for (int h = 0; h < 2; h++) {
-							if (l == 0) {
-								q[h] = x[h];
-								continue;
-							}
-							q[h] = vaddq_s16(vshlq_s16(q[h], sh[l]), x[h]);
-							bad = vorrq_u16(bad, vandq_u16(live[h],
-									vorrq_u16(vcgtq_s16(q[h], hi[l]),
-										  vcltq_s16(q[h], lo[l]))));
-						}
+						decode16(at, (uint64_t)(end[l] - at), &c.f[l], x);
+						for (int h = 0; h < 2; h++)
+							q[h] = l ? nest_step(&c, l, q[h], x[h], live[h], &bad) :
+								   x[h];
 					}
 					for (int h = 0; h < 2; h++) {
 						q[h] = vandq_s16(q[h], vreinterpretq_s16_u16(live[h]));
@@ -217,22 +231,14 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 		       uint32_t kp, int8_t *dst, int32_t *rowsum)
 {
 	static const int16_t iota_v[16] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 };
-	struct field_ctl f[NQ_FORMAT_MAX_LEVELS];
-	int16x8_t lo[NQ_FORMAT_MAX_LEVELS], hi[NQ_FORMAT_MAX_LEVELS], sh[NQ_FORMAT_MAX_LEVELS];
+	struct nest_ctl c;
 	const int16x8_t iota0 = vld1q_s16(iota_v), iota1 = vld1q_s16(iota_v + 8);
 
 	if (nq_planes_panel(wt))
 		return unpack_panel(wt, row0, n, k, kp, dst, rowsum);
 	if (!nq_planes_decodable(wt) || !nq_planes_rows(wt))
 		return nq_unpack_rows(wt, row0, n, k, kp, dst, rowsum);
-	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l];
-
-		field_ctl_init(&f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		lo[l] = vdupq_n_s16((int16_t)-(1 << (b - 1)));
-		hi[l] = vdupq_n_s16((int16_t)((1 << (b - 1)) - 1));
-		sh[l] = vdupq_n_s16((int16_t)(l ? b - wt->level_bits[l - 1] : 0));
-	}
+	nest_ctl_init(&c, wt);
 	for (uint32_t r = 0; r < n; r++) {
 		int8_t *q8 = dst + (uint64_t)r * kp;
 		uint16x8_t bad = vdupq_n_u16(0);
@@ -249,17 +255,9 @@ static int unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, u
 				uint64_t off = (uint64_t)j / 8 * p->bits;
 
 				decode16(p->data + (uint64_t)(row0 + r) * p->row_stride + off,
-					 packed - off, &f[l], x);
-				for (int h = 0; h < 2; h++) {
-					if (l == 0) {
-						q[h] = x[h];
-						continue;
-					}
-					q[h] = vaddq_s16(vshlq_s16(q[h], sh[l]), x[h]);
-					bad = vorrq_u16(bad, vandq_u16(live[h],
-							vorrq_u16(vcgtq_s16(q[h], hi[l]),
-								  vcltq_s16(q[h], lo[l]))));
-				}
+					 packed - off, &c.f[l], x);
+				for (int h = 0; h < 2; h++)
+					q[h] = l ? nest_step(&c, l, q[h], x[h], live[h], &bad) : x[h];
 			}
 			for (int h = 0; h < 2; h++) {
 				q[h] = vandq_s16(q[h], vreinterpretq_s16_u16(live[h]));

@@ -261,17 +261,11 @@ slow:
 		/* Odd plane parameters or a corrupt value: the oracle decides
 		 * (and names the failure). */
 		{
-			int err = nq_weights_row(wt, row, 0, k, q);
+			int err = oracle_row(wt, row, k, kp, q, rowsum ? rowsum + r : NULL);
 
 			if (err)
 				return err;
 		}
-		for (uint32_t i = 0; i < k; i++)
-			sum += q[i];
-		if (kp > k)
-			memset(q + k, 0, kp - k);
-		if (rowsum)
-			rowsum[r] = sum;
 	}
 	return 0;
 }
