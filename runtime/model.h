@@ -137,6 +137,10 @@ void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin);
 /* Between nodes of an inference entered with level -1: true when a drop
  * unpublished a plane layer_level[] runs with (leave, enter, start over). */
 bool nq_switch_withdrawn(struct nq_model *m, struct nq_pin *pin, const uint8_t *layer_level);
+/* The same question from any thread, without touching pin (between the
+ * parts of a node). */
+bool nq_switch_must_leave(const struct nq_model *m, const struct nq_pin *pin,
+			  const uint8_t *layer_level);
 unsigned int nq_switch_layer_cap(const struct nq_model *m, uint32_t layer);
 
 /* Tests: fn(arg, mapping base, extents, n) runs after every drop, with the
@@ -155,6 +159,10 @@ uint64_t nq_session_withdrawn(const struct nq_session *s);
 /* Tests: fn(arg, node, layer_level) runs before every node of s's inferences. */
 typedef void (*nq_node_hook_fn)(void *arg, uint32_t node, const uint8_t *layer_level);
 void nq_session_set_node_hook(struct nq_session *s, nq_node_hook_fn fn, void *arg);
+/* Called by the thread that runs it, before every part of a CONV/GEMM. */
+typedef void (*nq_part_hook_fn)(void *arg, uint32_t layer, unsigned int part,
+				const uint8_t *layer_level);
+void nq_session_set_part_hook(struct nq_session *s, nq_part_hook_fn fn, void *arg);
 
 /* Offset of the element at logical linear index i (row-major over dims). */
 static inline uint64_t nq_xtensor_phys(const struct nq_xtensor *t, uint64_t i)

@@ -40,8 +40,11 @@ struct nq_session {
 	unsigned int kmod;		/* levels read from nestquant.ko regions this run */
 	unsigned int last_level, last_degraded;
 	uint64_t withdrawn;		/* inferences started over after a drop */
+	struct nq_pin *pin;		/* this run's, if a drop may withdraw it */
 	nq_node_hook_fn node_hook;	/* tests: before every node */
 	void *node_hook_arg;
+	nq_part_hook_fn part_hook;	/* tests: before every part of a CONV/GEMM */
+	void *part_hook_arg;
 };
 
 /* run_one: the levels it ran with were withdrawn; start over. */
@@ -229,6 +232,14 @@ static void softmax(const struct nq_xtensor *T, uint32_t axis, const float *in, 
  * One CONV/GEMM split across the session's threads (kernels/pack.h
  * nq_conv_part).  Error messages live in the failing thread's error
  * channel, so a worker's message is copied out and re-raised here.
+ *
+ * A drop that withdraws the run (switch.c) is also noticed between parts,
+ * not only between nodes: under the pressure that triggers it, a node's
+ * upper planes are being evicted and it faults them back page by page, so
+ * one big node (an MLP's 2048x2048 GEMM: 10 ms measured) was what the drop
+ * waited for.  Every thread stops claiming parts, the node's output is
+ * left unfinished and the run starts over (WITHDRAWN), so the drop waits
+ * for one part per thread.
  */
 struct conv_job {
 	struct nq_session *s;
@@ -238,6 +249,7 @@ struct conv_job {
 	uint8_t *out;
 	unsigned int nparts;
 	_Atomic unsigned int next;	/* parts are claimed in order by free threads */
+	_Atomic bool left;		/* withdrawn: the output is unfinished */
 	int err[NQ_MAX_THREADS];
 	_Atomic int msg_taken;		/* the first failing worker writes msg */
 	char msg[256];
@@ -246,14 +258,22 @@ struct conv_job {
 static void conv_part(void *arg, unsigned int thread, unsigned int nthreads)
 {
 	struct conv_job *j = arg;
+	struct nq_session *s = j->s;
 	unsigned int part;
 	int err = 0;
 
 	(void)nthreads;
-	while (!err && (part = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) <
-		       j->nparts)
-		err = nq_conv_part(j->s->m->kern, j->depthwise, j->gemm, j->a, j->s->tiles[thread],
+	while (!err && !atomic_load_explicit(&j->left, memory_order_relaxed) &&
+	       (part = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nparts) {
+		if (s->pin && nq_switch_must_leave(s->m, s->pin, s->layer_level)) {
+			atomic_store(&j->left, true);
+			break;
+		}
+		if (s->part_hook)
+			s->part_hook(s->part_hook_arg, j->a->wt.layer, part, s->layer_level);
+		err = nq_conv_part(s->m->kern, j->depthwise, j->gemm, j->a, s->tiles[thread],
 				   part, j->nparts, j->in, j->out);
+	}
 	j->err[thread] = err;
 	if (err && thread && !atomic_exchange(&j->msg_taken, 1))
 		snprintf(j->msg, sizeof(j->msg), "%s", nq_last_error());
@@ -266,16 +286,25 @@ static int run_conv(struct nq_session *s, const struct nq_conv_args *a, bool dep
 			      .in = in, .out = out };
 	unsigned int n = nq_pool_threads(s->pool);
 
-	if (n == 1)
-		return nq_conv_part(s->m->kern, depthwise, gemm, a, s->tiles[0], 0, 1, in, out);
-	j.nparts = nq_conv_nparts(s->m->kern, depthwise, a, n);
-	nq_pool_run(s->pool, conv_part, &j);
+	if (n == 1) {
+		/* One thread: a GEMM a drop may withdraw runs in parts of 64
+		 * output channels, which repeat nothing (no im2col, and the
+		 * rows kernel needs M >= 256); anything else runs whole. */
+		if (!s->pin || !gemm || (uint64_t)a->out.n * a->out.h * a->out.w >= 256)
+			return nq_conv_part(s->m->kern, depthwise, gemm, a, s->tiles[0], 0, 1,
+					    in, out);
+		j.nparts = (a->oc + 63) / 64;
+		conv_part(&j, 0, 1);
+	} else {
+		j.nparts = nq_conv_nparts(s->m->kern, depthwise, a, n);
+		nq_pool_run(s->pool, conv_part, &j);
+	}
 	if (j.err[0])
 		return j.err[0];
 	for (unsigned int i = 1; i < n; i++)
 		if (j.err[i] && atomic_load(&j.msg_taken))
 			return nq_fail(j.err[i], "%s", j.msg);
-	return 0;
+	return atomic_load(&j.left) ? WITHDRAWN : 0;
 }
 
 /* ADD split into ranges of 64 elements across the threads. */
@@ -373,14 +402,15 @@ static int run_node(struct nq_session *s, const struct nq_xnode *x)
 	return nq_fail(-ENOTSUP, "node %u: op %u", x->index, x->op);
 }
 
-/* pin: checked between nodes for a withdrawal (NULL: an explicit level,
- * which cannot move).  0, WITHDRAWN, or -errno. */
+/* pin: checked between nodes and parts for a withdrawal (NULL: an explicit
+ * level, which cannot move).  0, WITHDRAWN, or -errno. */
 static int run_one(struct nq_session *s, struct nq_pin *pin, const float *input, float *output)
 {
 	struct nq_model *m = s->m;
 	const struct nq_xtensor *O = &m->t[m->output];
 	int err;
 
+	s->pin = pin;
 	nq_pool_wake(s->pool);
 	preprocess(s, input);
 	for (uint32_t i = 0; i < m->n_nodes; i++) {
@@ -389,6 +419,8 @@ static int run_one(struct nq_session *s, struct nq_pin *pin, const float *input,
 		if (pin && nq_switch_withdrawn(m, pin, s->layer_level))
 			return WITHDRAWN;
 		err = run_node(s, &m->nodes[i]);
+		if (err == WITHDRAWN)
+			return err;
 		if (err)
 			return nq_fail_context(err, "node %u (%s)", i, m->nodes[i].name);
 	}
@@ -485,7 +517,7 @@ int nq_session_run_batch(struct nq_session *s, size_t count, const float *input,
 }
 
 /* Internal (model.h): inferences started over after a drop, and the tests'
- * per-node hook. */
+ * per-node and per-part hooks. */
 uint64_t nq_session_withdrawn(const struct nq_session *s)
 {
 	return s->withdrawn;
@@ -495,4 +527,10 @@ void nq_session_set_node_hook(struct nq_session *s, nq_node_hook_fn fn, void *ar
 {
 	s->node_hook = fn;
 	s->node_hook_arg = arg;
+}
+
+void nq_session_set_part_hook(struct nq_session *s, nq_part_hook_fn fn, void *arg)
+{
+	s->part_hook = fn;
+	s->part_hook_arg = arg;
 }

@@ -35,10 +35,11 @@
  * slow: its upper planes are being evicted by the kernel and it faults them
  * back one by one (milliseconds each).  So every drop also bumps `drops`
  * after lowering the caps, and an inference that asked for the level in
- * force (level -1) checks it between nodes (nq_switch_withdrawn): when a
- * plane it runs with is no longer published it leaves and starts over at
- * the level now in force.  An inference still runs entirely at the levels
- * it reports, and the drop waits for at most one node of it.  Inferences
+ * force (level -1) checks it between nodes (nq_switch_withdrawn) and
+ * between the parts of a CONV/GEMM (nq_switch_must_leave): when a plane it
+ * runs with is no longer published it leaves and starts over at the level
+ * now in force.  An inference still runs entirely at the levels it
+ * reports, and the drop waits for at most one part per thread of it.  Inferences
  * at an explicit level cannot move and are waited for as before.
  *
  * Page-in needs no waiting: the planes are made resident first and the caps
@@ -179,6 +180,14 @@ unsigned int nq_switch_enter(struct nq_model *m, int level, uint8_t *layer_level
 	return degraded;
 }
 
+static bool above_caps(const struct nq_switch *sw, const uint8_t *layer_level)
+{
+	for (uint32_t j = 0; j < sw->layers; j++)
+		if (layer_level[j] > atomic_load(&sw->cap[j]))
+			return true;
+	return false;
+}
+
 bool nq_switch_withdrawn(struct nq_model *m, struct nq_pin *pin, const uint8_t *layer_level)
 {
 	struct nq_switch *sw = m->sw;
@@ -187,10 +196,16 @@ bool nq_switch_withdrawn(struct nq_model *m, struct nq_pin *pin, const uint8_t *
 	if (d == pin->drops)
 		return false;
 	pin->drops = d;
-	for (uint32_t j = 0; j < sw->layers; j++)
-		if (layer_level[j] > atomic_load(&sw->cap[j]))
-			return true;
-	return false;
+	return above_caps(sw, layer_level);
+}
+
+bool nq_switch_must_leave(const struct nq_model *m, const struct nq_pin *pin,
+			  const uint8_t *layer_level)
+{
+	const struct nq_switch *sw = m->sw;
+
+	return atomic_load_explicit(&sw->drops, memory_order_acquire) != pin->drops &&
+	       above_caps(sw, layer_level);
 }
 
 void nq_switch_leave(struct nq_model *m, const struct nq_pin *pin)

@@ -284,8 +284,8 @@ def main():
                 f"{setup['rt_priority']}, in every case, calm included)" if setup.get("rt_priority")
                 else "; inference threads at normal priority") +
                f"; in the switching cases {setup['thread']}; an inference at the level in force that a down switch "
-               "withdraws starts over at the new level (the switch waits for at most one node "
-               "of it)."]
+               "withdraws starts over at the new level (the switch waits for the part of a "
+               "CONV/GEMM each of its threads is in, not for the whole node)."]
     md.append("")
     md.append("| model | resident part / full (bytes) | limit | hog | path | cycles | switched | "
               "onset → done p50 (ms) | p99 (ms) | max (ms) | released (median bytes) |")

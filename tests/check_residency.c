@@ -1050,6 +1050,80 @@ START_TEST(drop_withdraws_a_long_inference_within_one_node)
 }
 END_TEST
 
+#define PART_MS 40		/* a part of a full-level GEMM, slowed down */
+
+struct slow_parts {
+	struct nq_session *s;
+	_Atomic int in_layer1;		/* parts of layer 1 started */
+	_Atomic int parts_after_drop;	/* full-level parts started after it */
+	_Atomic int dropped;
+	float out[16];
+	int used, err;
+};
+
+/* Every full-level part takes PART_MS: a big GEMM faulting its planes back. */
+static void slow_part_hook(void *arg, uint32_t layer, unsigned int part, const uint8_t *lv)
+{
+	struct slow_parts *sp = arg;
+	struct timespec ts = { 0, PART_MS * 1000000L };
+
+	(void)part;
+	if (lv[layer] != NLEV - 1)
+		return;
+	if (atomic_load(&sp->dropped))
+		atomic_fetch_add(&sp->parts_after_drop, 1);
+	if (layer == 1)
+		atomic_fetch_add(&sp->in_layer1, 1);
+	nanosleep(&ts, NULL);
+}
+
+static void *slow_parts_run(void *arg)
+{
+	struct slow_parts *sp = arg;
+
+	sp->err = nq_session_run(sp->s, inputs, sp->out, &sp->used);
+	return NULL;
+}
+
+START_TEST(drop_withdraws_a_long_inference_within_one_part)
+{
+	/* Layer 1 is a 512-channel GEMM: 8 parts of 64 channels, 320 ms at one
+	 * thread and 160 ms at two.  Dropped in its second part, the run stops
+	 * claiming parts: the drop waits for the parts in flight (one per
+	 * thread), and the answer is wholly level 0's. */
+	struct nq_model *m = open_model(NLEV - 1, 0, 0, 0);
+	struct timespec ts = { 0, 1000000 };
+
+	for (unsigned int threads = 1; threads <= 2; threads++) {
+		struct nq_session_opts o = { .threads = threads };
+		struct slow_parts sp = { 0 };
+		struct nq_switch_result r;
+		pthread_t th;
+		int after;
+
+		ck_assert_int_eq(nq_session_create_opts(m, &o, &sp.s), 0);
+		nq_session_set_part_hook(sp.s, slow_part_hook, &sp);
+		ck_assert_int_eq(nq_model_switch(m, NLEV - 1, NULL), 0);
+		ck_assert_int_eq(pthread_create(&th, NULL, slow_parts_run, &sp), 0);
+		while (atomic_load(&sp.in_layer1) < (int)threads + 1)
+			nanosleep(&ts, NULL);
+		atomic_store(&sp.dropped, 1);
+		ck_assert_int_eq(nq_model_switch(m, 0, &r), 0);
+		pthread_join(th, NULL);
+		ck_assert_int_eq(sp.err, 0);
+		ck_assert_int_eq(sp.used, 0);
+		ck_assert_uint_eq(nq_session_withdrawn(sp.s), 1);
+		ck_assert_mem_eq(sp.out, oracle_out(0, 0), sizeof(sp.out));
+		/* The threads' parts in flight may finish; none starts after. */
+		after = atomic_load(&sp.parts_after_drop);
+		ck_assert_int_le(after, (int)threads);
+		ck_assert_uint_lt(r.wait_ns, (uint64_t)PART_MS * 5 / 2 * 1000000);
+		nq_session_destroy(sp.s);
+	}
+	nq_model_close(m);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- */
 /* Large folios (residency.h, "Large folios").                        */
 
@@ -1306,6 +1380,7 @@ static Suite *residency_suite(void)
 	suite_add_tcase(s, api);
 	tcase_add_test(graded, budget_steps_down_largest_planes_first);
 	tcase_add_test(graded, drop_withdraws_a_long_inference_within_one_node);
+	tcase_add_test(graded, drop_withdraws_a_long_inference_within_one_part);
 	suite_add_tcase(s, graded);
 	tcase_add_test(stress, stress_random_switches_under_inference);
 	tcase_set_timeout(stress, 120);
