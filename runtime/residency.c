@@ -80,9 +80,10 @@ int nq_res_init(struct nq_res *r, int fd, const uint8_t *base, uint64_t size, un
 	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 	/* Probe on the header page, which is always there. */
 	r->have_populate = madvise((void *)base, r->page, MADV_POPULATE_READ) == 0;
-	/* Faults read one page until the switch says which part of the
-	 * file is in use (nq_res_random_from()). */
+	/* Faults read one page until the switch says whether planes are
+	 * dropped (nq_res_advise_dropped()). */
 	(void)madvise((void *)base, size, MADV_RANDOM);
+	r->dropped = true;
 	/*
 	 * PMD-sized folios need the virtual address and the file offset to
 	 * agree modulo 2 MiB (the file is mapped from offset 0) and THP in the
@@ -335,16 +336,10 @@ static int advise(struct nq_res *r, uint64_t off, uint64_t len, int a1, int a2)
 }
 
 /* [off, off + len) back to the mapping's fault advice outside a page-in
- * (nq_res_random_from()): MADV_NORMAL below random_from, MADV_RANDOM above. */
+ * (nq_res_advise_dropped()). */
 static void rest(const struct nq_res *r, uint64_t off, uint64_t len)
 {
-	uint64_t cut = r->random_from < off ? off : r->random_from > off + len ? off + len :
-		       r->random_from;
-
-	if (cut > off)
-		(void)madvise((void *)(r->base + off), cut - off, MADV_NORMAL);
-	if (off + len > cut)
-		(void)madvise((void *)(r->base + cut), off + len - cut, MADV_RANDOM);
+	(void)madvise((void *)(r->base + off), len, r->dropped ? MADV_RANDOM : MADV_NORMAL);
 }
 
 /*
@@ -383,19 +378,12 @@ static void unmark(struct nq_res *r, const struct nq_extent *ext, unsigned int n
 			rest(r, ext[i].off, ext[i].len);
 }
 
-void nq_res_random_from(struct nq_res *r, uint64_t from)
+void nq_res_advise_dropped(struct nq_res *r, bool dropped)
 {
-	uint64_t was = r->random_from;
-
-	from = from >= r->size ? r->size : from / r->page * r->page;
-	if (r->fd < 0 || from == was)
+	if (r->fd < 0 || dropped == r->dropped)
 		return;
-	/* Only the part that changes sides: fewer VMA splits and merges. */
-	if (from > was)
-		(void)madvise((void *)(r->base + was), from - was, MADV_NORMAL);
-	else
-		(void)madvise((void *)(r->base + from), was - from, MADV_RANDOM);
-	r->random_from = from;
+	r->dropped = dropped;
+	rest(r, 0, r->size);
 }
 
 static int pread_all(struct nq_res *r, const struct nq_extent *e)

@@ -17,7 +17,7 @@
  *              cold cache the range is MADV_NORMAL for the call, so the
  *              faults go through synchronous readahead (read_ahead_kb at a
  *              time, running on past the range).  Other faults read as
- *              nq_res_random_from() says.
+ *              nq_res_advise_dropped() says.
  *   WILLNEED   io_uring IORING_OP_MADVISE(MADV_WILLNEED) per chunk: the
  *              whole range is queued to the block layer at once, then the
  *              populate waits for it.
@@ -104,7 +104,7 @@ struct nq_res {
 	bool have_uring;
 	bool have_populate;		/* MADV_POPULATE_READ works */
 	bool huge;			/* PMD-sized folios possible (see below) */
-	uint64_t random_from;		/* MADV_RANDOM from here on (nq_res_random_from()) */
+	bool dropped;			/* planes dropped: all MADV_RANDOM (nq_res_advise_dropped()) */
 	struct io_uring ring;
 	uint8_t *scratch;		/* NQ_RES_CHUNK bytes, for READ/PREAD */
 	int pagemap_fd;			/* /proc/self/pagemap, -1 if unreadable */
@@ -154,27 +154,33 @@ int nq_res_mapped(const struct nq_res *r, uint64_t off, uint64_t len, uint64_t *
 int nq_res_cachestat(int fd, uint64_t off, uint64_t len, uint64_t *bytes);
 
 /*
- * The mapping's fault advice, by file offset: [0, from) MADV_NORMAL, the
- * rest MADV_RANDOM (from is rounded down to a page; nq_res_init starts with
- * 0, all random).  The switch keeps `from` at the first byte it dropped, or
- * the file size while every plane is in force.  MADV_RANDOM does two things
- * and we want both only where planes are dropped:
- *  - a fault reads its page alone, not a read_ahead_kb window around it,
- *    which knows no region boundaries: a stray fault in a dropped range
- *    does not read the range back, under the very pressure it was dropped
- *    for;
- *  - reclaim ignores the accessed bits of the pages (VM_RAND_READ: the
- *    kernel's vma_has_recency() is false), so it takes them first however
- *    often they are read.  On the header, the parameters and the planes in
- *    force that would be ruinous: under a page-cache hog the page an
- *    inference reads in every node was evicted and faulted back 129 times
- *    in 15 s.  Below `from` the LRU sees our use and keeps those pages; a
- *    fault there (rare) reads around and may put dropped pages back in the
- *    page cache, though not in our page tables (fault-around stays inside
- *    the VMA), where they are the kernel's first pick.
+ * The mapping's fault advice outside a page-in: the whole mapping
+ * MADV_RANDOM while any plane is dropped, MADV_NORMAL while every plane is
+ * in force (nq_res_init starts random, until the switch says).
+ *
+ * Why the whole mapping.  A fault with the default advice reads a
+ * read_ahead_kb window around its page (8 MiB on our virtio disk), by file
+ * offset, whatever the VMA: one fault on a level-0 page the kernel had
+ * reclaimed read 0.7-4 MB of the dropped residual planes back into the
+ * page cache (charged to our cgroup, under the very pressure they were
+ * dropped for), that pushed the cgroup to its limit again, reclaim took
+ * more level-0 pages, and the next fault read around again: in 4 of 20
+ * soak cycles a part-bit server thrashed (1.5 million pages read, requests
+ * 70-350 ms) while only header, parameters and level 0 were in use.
+ * MADV_RANDOM makes every fault read its page alone.  Its price: reclaim
+ * ignores the accessed bits of the pages (VM_RAND_READ: the kernel's
+ * vma_has_recency() is false), so under pressure it also takes the pages
+ * that every inference reads, and they come back one 4 KiB fault at a time
+ * (a page-cache hog made the header page fault 129 times in 15 s).  That
+ * costs far less than the read-around loop (the same soak: p99 4.9 ms
+ * instead of 164 ms, 12x less read), and `--lock-resident`
+ * (NQ_OPEN_LOCK_RESIDENT) removes it: the header, the parameters and level
+ * 0 are locked and never fault.  With every plane in force nothing can be
+ * read back that should not be, and the default advice keeps both
+ * read-around and recency.
  * Huge interiors marked by a page-in keep MADV_HUGEPAGE either way.
  */
-void nq_res_random_from(struct nq_res *r, uint64_t from);
+void nq_res_advise_dropped(struct nq_res *r, bool dropped);
 
 /* mlock [off, off + len); -ENOMEM/-EPERM name RLIMIT_MEMLOCK and its value. */
 int nq_res_lock(struct nq_res *r, uint64_t off, uint64_t len);

@@ -359,19 +359,16 @@ static void plan(struct nq_switch *sw, unsigned int level, uint64_t budget, uint
 /* One switch, under sw->lock.                                          */
 
 /*
- * The first byte of a plane that is not in force (its layer's cap is below
- * its level), or the file size when every plane is: the mapping is
- * MADV_RANDOM from there on (nq_res_random_from() says why).
+ * Is a plane not in force (its layer's cap below its level)?  Then the
+ * whole mapping is MADV_RANDOM (nq_res_advise_dropped() says why).
  */
-static uint64_t first_unused(struct nq_switch *sw)
+static bool any_dropped(struct nq_switch *sw)
 {
-	uint64_t first = sw->res.size;
-
 	for (uint32_t j = 0; j < sw->layers; j++)
 		for (uint32_t k = atomic_load(&sw->cap[j]) + 1u; k < sw->levels; k++)
-			if (psz(sw, j, k) && poff(sw, j, k) < first)
-				first = poff(sw, j, k);
-	return first;
+			if (psz(sw, j, k))
+				return true;
+	return false;
 }
 
 static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
@@ -410,7 +407,7 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	}
 	if (kmin != UINT32_MAX) {
 		/* Before any plane goes: no fault may read it back. */
-		nq_res_random_from(&sw->res, first_unused(sw));
+		nq_res_advise_dropped(&sw->res, true);
 		atomic_fetch_add(&sw->drops, 1);	/* withdraws running inferences */
 		out->wait_ns = wait_readers(sw, kmin);
 		for (uint32_t k = kmin; k <= kmax; k++) {
@@ -461,8 +458,8 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	atomic_store(&m->level, level);
 	sw->budget = budget;
 	atomic_fetch_add(&sw->switches, 1);
-	/* What came back in force is read as the rest of what we use. */
-	nq_res_random_from(&sw->res, first_unused(sw));
+	/* Every plane back in force: read-around and recency again. */
+	nq_res_advise_dropped(&sw->res, any_dropped(sw));
 out:
 	out->status = err;
 	out->level = atomic_load(&m->level);
@@ -834,7 +831,7 @@ int nq_switch_init(struct nq_model *m, const struct nq_model_opts *opts, unsigne
 		 * use, a read-around window at a time. */
 		for (uint32_t j = 0; j < sw->layers; j++)
 			atomic_store(&sw->cap[j], (uint8_t)level);
-		nq_res_random_from(&sw->res, first_unused(sw));
+		nq_res_advise_dropped(&sw->res, any_dropped(sw));
 		atomic_store(&m->level, level);
 		return 0;
 	}
