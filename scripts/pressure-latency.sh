@@ -7,6 +7,9 @@
 #   psi    switching driven by a PSI trigger on the cgroup (same workload)
 #   none   switching disabled (--signal none): the kernel evicts planes itself
 #   calm   part-bit (--level part), no hog: the unpressured reference
+#   parthog  part-bit, switching disabled, the same hog: what the hog costs a
+#          server that is already at part-bit (no fault, no switch), i.e. the
+#          floor that no switching can go below
 #
 # For every cycle the onset is the first memcg-reclaim event of the cgroup
 # after the hog started growing, as a separate BPF client (`nestquant pressure
@@ -22,18 +25,23 @@
 #                     megabyte residual planes)   [resnet-small,mobilenet,mlp]
 #   PRESSURE_CYCLES   hog cycles of the bpf case [20]; psi and none run half as
 #                     many, calm runs as long as the bpf case
-#   PRESSURE_ROUNDS   bpf, none and calm are interleaved: ROUNDS rounds, each
-#                     running the three (in an order that rotates) with
+#   PRESSURE_ROUNDS   bpf, none, calm and parthog are interleaved: ROUNDS
+#                     rounds, each running them (in an order that rotates) with
 #                     1/ROUNDS of their cycles, so that a slow spell of this
 #                     shared machine falls on all of them alike; the latency
 #                     target is judged per round, bpf p99 / calm p99, median
 #                     over the rounds [5].  psi runs once, after them.
 #   PRESSURE_OUT      folder for performance.md, pressure.json, PNGs [docs]
-#   PRESSURE_CASES    bpf,psi,none,calm
+#   PRESSURE_CASES    bpf,psi,none,calm,parthog
 #   PRESSURE_HOG_NICE nice value of the hog in every case that has one [19]:
 #                     it makes memory pressure, not CPU contention
-#   PRESSURE_HOG_RATE MiB/s at which the file hog reads (0: as fast as it can,
-#                     a core's worth of copying and reclaim)   [0]
+#   PRESSURE_HOG_RATE MiB/s at which the file hog reads: 64 is about 1.5 times
+#                     the cgroup's limit a second, so the cgroup reclaims all
+#                     the time.  Faster, the hog's block I/O and copying
+#                     themselves slow a part-bit server that never switches or
+#                     faults (parthog): 1.8-2.1x at p99 with 256 MiB/s, 2-3.4x
+#                     unpaced (0, about 1.9 GB/s here), which measures
+#                     contention for the CPU, not memory pressure   [64]
 #   PRESSURE_RT       N > 0: every case runs `serve --rt-priority N` (inference
 #                     threads SCHED_FIFO N, switching thread N + 1), so that the
 #                     hog's CPU time cannot hold up an answer.  Off by default:
@@ -58,12 +66,12 @@ MODELS=${PRESSURE_MODELS:-resnet-small,mobilenet,mlp}
 CYCLES=${PRESSURE_CYCLES:-20}
 ROUNDS=${PRESSURE_ROUNDS:-5}
 OUT=${PRESSURE_OUT:-docs}
-CASES=${PRESSURE_CASES:-bpf,psi,none,calm}
+CASES=${PRESSURE_CASES:-bpf,psi,none,calm,parthog}
 HOG_MIB=${HOG_MIB:-24}
 LOCK=${PRESSURE_LOCK:-1}
 RT=${PRESSURE_RT:-0}
 HOG_NICE=${PRESSURE_HOG_NICE:-19}
-HOG_RATE=${PRESSURE_HOG_RATE:-0}
+HOG_RATE=${PRESSURE_HOG_RATE:-64}
 HOLD_MS=1000
 WORK=$O/pressure
 case $WORK in /*) ;; *) WORK=$(pwd)/$WORK ;; esac
@@ -154,7 +162,7 @@ run_case() {
 	case $case_ in
 	psi) sig=psi; printf 'psi_some=10ms\npsi_window=500ms\n' >>"$d/policy" ;;
 	none) sig=none ;;
-	calm) sig=none; extra="$extra --level part" ;;
+	calm | parthog) sig=none; extra="$extra --level part" ;;
 	esac
 	dd if="$m" iflag=nocache count=0 2>/dev/null
 	"$NQ" launch -q --memory-max "$x" --pin-dir "$PIN" --signal $sig --policy "$d/policy" \
@@ -199,7 +207,7 @@ run_case() {
 	else
 		kills=$(sed -n 's/^oom_kill //p' "$cg/memory.oom_control")
 	fi
-	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK,\"rt_priority\":$RT,\"hog_nice\":$HOG_NICE}" \
+	echo "{\"oom_kills\":${kills:-0},\"limit\":$x,\"hog_mib\":$HOG_MIB,\"rate\":$rate,\"cycles\":$n,\"lock_resident\":$LOCK,\"rt_priority\":$RT,\"hog_nice\":$HOG_NICE,\"hog_rate\":$HOG_RATE}" \
 		>"$d/case.json"
 	kill -TERM $obs $smp 2>/dev/null
 	wait $obs $smp 2>/dev/null
@@ -261,12 +269,12 @@ for name in $(echo "$MODELS" | tr ',' ' '); do
 	# Rounds of bpf, none, calm; the order rotates, so each follows each.
 	per=$(( (CYCLES + ROUNDS - 1) / ROUNDS ))
 	BPF_RUN_S=$((per * 4))	# until the first bpf run says
-	order="bpf none calm"
+	order="bpf none calm parthog"
 	for r in $(seq "$ROUNDS"); do
 		for c in $order; do
 			case ",$CASES," in *",$c,"*) ;; *) continue ;; esac
 			n=$per
-			[ $c != none ] || n=$(( (per + 1) / 2 ))
+			case $c in none | parthog) n=$(( (per + 1) / 2 )) ;; esac
 			run_case "$name" "$m" "$c" "$x" "$rate" "$n" "$r"
 		done
 		order="${order#* } ${order%% *}"
