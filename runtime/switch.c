@@ -39,8 +39,8 @@
  * between the parts of a CONV/GEMM (nq_switch_must_leave): when a plane it
  * runs with is no longer published it leaves and starts over at the level
  * now in force.  An inference still runs entirely at the levels it
- * reports, and the drop waits for at most one part per thread of it.  Inferences
- * at an explicit level cannot move and are waited for as before.
+ * reports, and the drop waits for at most one part per thread of it.
+ * Inferences at an explicit level cannot move and are waited for as before.
  *
  * Page-in needs no waiting: the planes are made resident first and the caps
  * (then the level) are published after, with sequentially consistent
@@ -458,7 +458,7 @@ static int apply(struct nq_switch *sw, unsigned int level, uint64_t budget,
 	atomic_store(&m->level, level);
 	sw->budget = budget;
 	atomic_fetch_add(&sw->switches, 1);
-	/* Every plane back in force: read-around and recency again. */
+	/* Read-around and recency again once every plane is back in force. */
 	nq_res_advise_dropped(&sw->res, any_dropped(sw));
 out:
 	out->status = err;

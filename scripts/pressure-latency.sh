@@ -23,8 +23,8 @@
 #   PRESSURE_MODELS   resnet-small,mobilenet (models/NAME.onnx, converted once
 #                     into $O/pressure/) and/or mlp (tests/tools/write-mlp-nq,
 #                     megabyte residual planes)   [resnet-small,mobilenet,mlp]
-#   PRESSURE_CYCLES   hog cycles of the bpf case [20]; psi and none run half as
-#                     many, calm runs as long as the bpf case
+#   PRESSURE_CYCLES   hog cycles of the bpf case [20]; psi, none and parthog run
+#                     half as many, calm runs as long as the bpf case
 #   PRESSURE_ROUNDS   bpf, none, calm and parthog are interleaved: ROUNDS
 #                     rounds, each running them (in an order that rotates) with
 #                     1/ROUNDS of their cycles, so that a slow spell of this
