@@ -247,12 +247,12 @@ struct nest_ctl {
 VBMI static void nest_ctl_init(struct nest_ctl *c, const struct nq_weights *wt)
 {
 	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l], d = l ? b - wt->level_bits[l - 1] : 0;
+		const struct nq_nest_step st = nq_nest_step(wt, l);
 
 		field_ctl_init(&c->f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		c->lo[l] = _mm512_set1_epi8((char)-(1 << (b - 1)));
-		c->hi[l] = _mm512_set1_epi8((char)((1 << (b - 1)) - 1));
-		c->shmask[l] = _mm512_set1_epi8((char)(0xff << d));
+		c->lo[l] = _mm512_set1_epi8((char)st.lo);
+		c->hi[l] = _mm512_set1_epi8((char)st.hi);
+		c->shmask[l] = _mm512_set1_epi8((char)(0xff << st.shift));
 	}
 }
 

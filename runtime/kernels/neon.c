@@ -86,12 +86,12 @@ struct nest_ctl {
 static void nest_ctl_init(struct nest_ctl *c, const struct nq_weights *wt)
 {
 	for (uint32_t l = 0; l <= wt->level; l++) {
-		int b = wt->level_bits[l];
+		const struct nq_nest_step st = nq_nest_step(wt, l);
 
 		field_ctl_init(&c->f[l], wt->plane[l].bits, wt->plane[l].is_signed);
-		c->lo[l] = vdupq_n_s16((int16_t)-(1 << (b - 1)));
-		c->hi[l] = vdupq_n_s16((int16_t)((1 << (b - 1)) - 1));
-		c->sh[l] = vdupq_n_s16((int16_t)(l ? b - wt->level_bits[l - 1] : 0));
+		c->lo[l] = vdupq_n_s16((int16_t)st.lo);
+		c->hi[l] = vdupq_n_s16((int16_t)st.hi);
+		c->sh[l] = vdupq_n_s16((int16_t)st.shift);
 	}
 }
 

@@ -109,18 +109,17 @@ static bool panel_chunks(const struct nq_weights *wt, uint32_t g, uint32_t j0, u
 		const struct nq_plane_view *p = &wt->plane[l];
 		const uint8_t *src = p->data + nq_plane_channel_offset(p, g * NQ_PANEL_CH) +
 				     (uint64_t)j0 * 8 * p->bits;
-		const unsigned int shift = l ? wt->level_bits[l] - wt->level_bits[l - 1] : 0;
-		const int lo = -(1 << (wt->level_bits[l] - 1)), hi = -lo - 1;
+		const struct nq_nest_step st = nq_nest_step(wt, l);
 
 		decode_row(src, nj * 64, p->bits, p->is_signed, l ? tmp : q);
 		for (uint32_t i = 0; i < nj * 64; i++) {
 			bool real = i % 64 / NQ_PANEL_K < nch &&
 				    (j0 + i / 64) * NQ_PANEL_K + i % NQ_PANEL_K < k;
-			int v = l ? q[i] * (1 << shift) + tmp[i] : q[i];
+			int v = l ? q[i] * (1 << st.shift) + tmp[i] : q[i];
 
 			if (!real)
 				v = 0;
-			bad |= v < lo || v > hi;
+			bad |= v < st.lo || v > st.hi;
 			q[i] = (int8_t)v;
 		}
 	}
@@ -230,20 +229,19 @@ int nq_unpack_rows(const struct nq_weights *wt, uint32_t row0, uint32_t n, uint3
 			decode_row(p->data + (uint64_t)row * p->row_stride + (uint64_t)done / 8 * p->bits,
 				   m, p->bits, true, q + done);
 			for (uint32_t l = 1; l <= wt->level; l++) {
-				unsigned int shift = wt->level_bits[l] - wt->level_bits[l - 1];
-				int lo = -(1 << (wt->level_bits[l] - 1)), hi = -lo - 1;
+				const struct nq_nest_step st = nq_nest_step(wt, l);
 				bool bad = false;
 
 				p = &wt->plane[l];
-				if (p->bits < 1 || p->bits > 8 || shift < 1 || shift > 7 ||
+				if (p->bits < 1 || p->bits > 8 || st.shift < 1 || st.shift > 7 ||
 				    wt->level_bits[l] > 8 || (!p->is_signed && p->bits == 8))
 					goto slow;
 				decode_row(p->data + (uint64_t)row * p->row_stride +
 					   (uint64_t)done / 8 * p->bits, m, p->bits, p->is_signed, tmp);
 				for (uint32_t i = 0; i < m; i++) {
-					int v = q[done + i] * (1 << shift) + tmp[i];
+					int v = q[done + i] * (1 << st.shift) + tmp[i];
 
-					bad |= v < lo || v > hi;
+					bad |= v < st.lo || v > st.hi;
 					q[done + i] = (int8_t)v;
 				}
 				if (bad)

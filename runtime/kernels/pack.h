@@ -20,6 +20,27 @@
 
 #include "kernels.h"
 
+/*
+ * One step of the nesting chain (SPEC.md): level l's values lie in the
+ * signed range [lo, hi] of level_bits[l] bits, and q_l = q_{l-1} * 2^shift
+ * + plane_l (shift 0 at level 0).  Every composer, scalar and SIMD, takes
+ * its constants from here.
+ */
+struct nq_nest_step {
+	int lo, hi;
+	unsigned int shift;
+};
+
+static inline struct nq_nest_step nq_nest_step(const struct nq_weights *wt, uint32_t l)
+{
+	const int b = wt->level_bits[l];
+	/* Widths outside 1..8 are rejected by the callers; no shift by them. */
+	const int half = b >= 1 && b <= 8 ? 1 << (b - 1) : 0;
+
+	return (struct nq_nest_step){ -half, half - 1,
+				      l ? (unsigned int)(b - wt->level_bits[l - 1]) : 0 };
+}
+
 /* k rounded up to a multiple of `m` (a power of two). */
 static inline uint32_t nq_round_up(uint32_t k, uint32_t m)
 {
