@@ -9,6 +9,11 @@ CONVERT_SRCS += $(O)/gen/onnx.pb-c.c convert/graph.c convert/onnx_import.c \
 CONVERT_LIBS += -lprotobuf-c -lpthread -lm
 GENERATED += $(O)/gen/onnx.pb-c.h
 
+# The .proto comes with libonnx-dev, which `deps` installs on a fresh machine;
+# this rule only orders it after that install, so that a plain `make` (not just
+# `make check` / `make demo`) works as the first command too.
+$(ONNX_PROTO): | deps ;
+
 # protoc-c names its outputs after the .proto's base name.
 $(O)/gen/onnx.pb-c.c $(O)/gen/onnx.pb-c.h &: $(ONNX_PROTO) | deps
 	$(call msg,PROTOC,$<)
