@@ -91,8 +91,9 @@ trap cleanup EXIT INT TERM
 [ "$(id -u)" -eq 0 ] || die "needs root (memory cgroups, BPF)"
 [ -x "$NQ" ] && [ -x "$TOOLS/memhog" ] && [ -x "$TOOLS/write-mlp-nq" ] ||
 	die "build first: make O=$O all $O/tests/tools/memhog $O/tests/tools/write-mlp-nq"
-[ -x $PY ] || die "needs $PY (the sampler and the report)"
-command -v gnuplot >/dev/null || die "needs gnuplot (gnuplot-nox)"
+# The dataset (requests), python3 (sampler, report) and gnuplot (PNGs): a
+# machine that has only run `make` lacks them.
+scripts/setup-deps.sh demo >&2 || die "could not install the Debian packages (scripts/setup-deps.sh demo)"
 "$NQ" monitor load --pin-dir "$PIN" >/dev/null || die "the BPF monitor does not load here"
 mkdir -p "$WORK" "$OUT"
 
