@@ -35,7 +35,7 @@ struct nq_session {
 	uint8_t *arena;
 	int8_t *tile;			/* == tiles[0] */
 	struct nq_pool *pool;		/* threads of this session (threadpool.h) */
-	int8_t *tiles[NQ_MAX_THREADS];	/* kernel scratch, one per thread */
+	int8_t *tiles[NQ_MAX_THREADS];	/* kernel scratch, one per pool part (not thread) */
 	uint8_t *layer_level;		/* [n_layers]: level of each weight layer this run */
 	unsigned int kmod;		/* levels read from nestquant.ko regions this run */
 	unsigned int last_level, last_degraded;
@@ -240,6 +240,11 @@ static void softmax(const struct nq_xtensor *T, uint32_t axis, const float *in, 
  * waited for.  Every thread stops claiming parts, the node's output is
  * left unfinished and the run starts over (WITHDRAWN), so the drop waits
  * for one part per thread.
+ *
+ * `slot` below is the pool's part (threadpool.h), which any of the pool's
+ * threads may run: the scratch tile and the error entry belong to the slot.
+ * The node's own parts (`nparts`) are claimed from `next` by whichever slots
+ * are running, so a slot that starts late usually finds none left.
  */
 struct conv_job {
 	struct nq_session *s;
@@ -250,19 +255,19 @@ struct conv_job {
 	unsigned int nparts;
 	_Atomic unsigned int next;	/* parts are claimed in order by free threads */
 	_Atomic bool left;		/* withdrawn: the output is unfinished */
-	int err[NQ_MAX_THREADS];
+	int err[NQ_MAX_THREADS];	/* per slot */
 	_Atomic int msg_taken;		/* the first failing worker writes msg */
 	char msg[256];
 };
 
-static void conv_part(void *arg, unsigned int thread, unsigned int nthreads)
+static void conv_part(void *arg, unsigned int slot, unsigned int nslots)
 {
 	struct conv_job *j = arg;
 	struct nq_session *s = j->s;
 	unsigned int part;
 	int err = 0;
 
-	(void)nthreads;
+	(void)nslots;
 	while (!err && !atomic_load_explicit(&j->left, memory_order_relaxed) &&
 	       (part = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->nparts) {
 		if (s->pin && nq_switch_must_leave(s->m, s->pin, s->layer_level)) {
@@ -271,11 +276,11 @@ static void conv_part(void *arg, unsigned int thread, unsigned int nthreads)
 		}
 		if (s->part_hook)
 			s->part_hook(s->part_hook_arg, j->a->wt.layer, part, s->layer_level);
-		err = nq_conv_part(s->m->kern, j->depthwise, j->gemm, j->a, s->tiles[thread],
+		err = nq_conv_part(s->m->kern, j->depthwise, j->gemm, j->a, s->tiles[slot],
 				   part, j->nparts, j->in, j->out);
 	}
-	j->err[thread] = err;
-	if (err && thread && !atomic_exchange(&j->msg_taken, 1))
+	j->err[slot] = err;
+	if (err && slot && !atomic_exchange(&j->msg_taken, 1))
 		snprintf(j->msg, sizeof(j->msg), "%s", nq_last_error());
 }
 

@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 /*
  * The session thread pool (threadpool.h).  One dispatch = one generation:
- * the caller publishes (fn, arg), bumps `gen` and runs part 0; each worker
- * runs the part equal to its index and decrements `pending`.  Waiting is
+ * the caller publishes (fn, arg), bumps `gen` and runs part 0; part i > 0 is
+ * worker i's, but whoever claims it first for the generation runs it (see
+ * claim_part): worker i, or the caller once its own part is done.  Each run
+ * of a part decrements `pending`.  Waiting is
  * spin-then-sleep on both sides; sleeping uses one mutex and two condition
  * variables, and `gen`/`pending` are re-checked under the mutex, so a wake-up
  * cannot be lost between the check and the wait.  nq_pool_wake(), called as
@@ -28,6 +30,7 @@ struct worker {
 	struct nq_pool *pool;
 	unsigned int index;
 	pthread_t tid;
+	_Atomic unsigned int taken;	/* last generation whose part `index` was claimed */
 };
 
 struct nq_pool {
@@ -89,6 +92,37 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * Claim part w->index of generation g, for the worker itself or for the
+ * caller.  Why the caller takes parts at all: a worker that the scheduler
+ * has not run yet (its CPU held by a neighbour in the middle of its slice,
+ * or by a long system call on a kernel without preemption: 1-2 ms measured
+ * behind a page-cache reader under reclaim) would otherwise hold up the
+ * whole inference, although CONV/GEMM parts are shared out dynamically and
+ * its part usually has nothing left to do.  Exactly one claim succeeds per
+ * part and generation; a late worker finds its part taken and goes back to
+ * waiting.  A stale g cannot succeed either: generation g ends only once
+ * every one of its parts has been claimed.
+ */
+static bool claim_part(struct worker *w, unsigned int g)
+{
+	unsigned int t = atomic_load_explicit(&w->taken, memory_order_relaxed);
+
+	return t != g && atomic_compare_exchange_strong_explicit(&w->taken, &t, g,
+								 memory_order_acq_rel,
+								 memory_order_relaxed);
+}
+
+/* One part of the generation is done; the last one wakes a sleeping caller. */
+static void part_done(struct nq_pool *p)
+{
+	if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
+		pthread_mutex_lock(&p->lock);
+		pthread_cond_signal(&p->done);
+		pthread_mutex_unlock(&p->lock);
+	}
+}
+
 static void *worker_main(void *opaque)
 {
 	struct worker *w = opaque;
@@ -122,11 +156,9 @@ static void *worker_main(void *opaque)
 		if (atomic_load_explicit(&p->stop, memory_order_acquire))
 			return NULL;
 		seen = atomic_load_explicit(&p->gen, memory_order_acquire);
-		p->fn(p->arg, w->index, p->threads);
-		if (atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel) == 1) {
-			pthread_mutex_lock(&p->lock);
-			pthread_cond_signal(&p->done);
-			pthread_mutex_unlock(&p->lock);
+		if (claim_part(w, seen)) {
+			p->fn(p->arg, w->index, p->threads);
+			part_done(p);
 		}
 	}
 }
@@ -225,7 +257,7 @@ void nq_pool_wake(struct nq_pool *p)
 void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg)
 {
 	uint64_t t0 = 0;
-	unsigned int spins = 0;
+	unsigned int spins = 0, g;
 
 	if (!p || p->threads == 1) {
 		fn(arg, 0, 1);
@@ -234,12 +266,19 @@ void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg)
 	p->fn = fn;
 	p->arg = arg;
 	atomic_store_explicit(&p->pending, p->threads - 1, memory_order_relaxed);
-	atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel);
+	g = atomic_fetch_add_explicit(&p->gen, 1, memory_order_acq_rel) + 1;
 	pthread_mutex_lock(&p->lock);
 	pthread_cond_broadcast(&p->go);
 	pthread_mutex_unlock(&p->lock);
 
 	fn(arg, 0, p->threads);
+	/* Run every part no worker has started yet; then wait only for the
+	 * ones that are running. */
+	for (unsigned int i = 1; i < p->threads; i++)
+		if (claim_part(&p->w[i], g)) {
+			fn(arg, i, p->threads);
+			part_done(p);
+		}
 
 	while (atomic_load_explicit(&p->pending, memory_order_acquire)) {
 		if (!spin_step(&spins, &t0)) {

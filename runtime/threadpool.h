@@ -3,8 +3,12 @@
  * A fixed pool of worker threads for one session.  The executor splits a
  * node into `nq_pool_threads()` parts and runs them with nq_pool_run(); the
  * calling thread runs part 0 itself, so a pool of 1 has no workers and costs
- * nothing.  nq_pool_run() allocates nothing and returns when every part is
- * done (a full barrier: the parts' writes are visible to the caller).
+ * nothing.  Part i > 0 is meant for worker i, but when the caller has
+ * finished part 0 before that worker started, the caller runs it: an
+ * inference never waits for a thread the scheduler has not run.  So part
+ * i's per-thread state (scratch, error slot) must be indexed by the part,
+ * not by the thread.  nq_pool_run() allocates nothing and returns when every
+ * part is done (a full barrier: the parts' writes are visible to the caller).
  *
  * Workers spin briefly on the dispatch counter before sleeping, because
  * one inference dispatches once per layer and a futex wake-up per layer
@@ -36,7 +40,8 @@ unsigned int nq_pool_threads(const struct nq_pool *p);
  */
 void nq_pool_wake(struct nq_pool *p);
 
-/* fn(arg, i, n) for every i in [0, n), n = nq_pool_threads(p). */
+/* fn(arg, i, n) once for every i in [0, n), n = nq_pool_threads(p); part 0
+ * and any part whose worker has not started yet on the calling thread. */
 void nq_pool_run(struct nq_pool *p, nq_pool_fn fn, void *arg);
 
 /*

@@ -9,13 +9,17 @@
  * that splitting a layer across any number of threads gives the same bytes.
  */
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kernels/kernels.h"
@@ -1282,6 +1286,115 @@ START_TEST(wake_keeps_workers_off_the_callers_cpu)
 }
 END_TEST
 
+/* Which thread ran each part, and how often. */
+struct who_job {
+	_Atomic unsigned int hits[NQ_MAX_THREADS];
+	_Atomic pid_t by[NQ_MAX_THREADS];
+};
+
+static void who_part(void *arg, unsigned int part, unsigned int nparts)
+{
+	struct who_job *j = arg;
+
+	(void)nparts;
+	atomic_fetch_add(&j->hits[part], 1);
+	atomic_store(&j->by[part], gettid());
+}
+
+/* A SIGUSR1 handler that keeps its thread away from the pool until released:
+ * what a worker looks like to the pool while the scheduler does not run it. */
+static _Atomic int parked, released;
+
+static void park(int sig)
+{
+	(void)sig;
+	atomic_store(&parked, 1);
+	while (!atomic_load(&released))
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+}
+
+struct dispatches {
+	struct nq_pool *pool;
+	struct who_job *j;
+	int n;
+	pid_t tid;		/* the dispatching thread */
+};
+
+static void *dispatch_n(void *arg)
+{
+	struct dispatches *d = arg;
+
+	d->tid = gettid();
+	for (int r = 0; r < d->n; r++)
+		nq_pool_run(d->pool, who_part, d->j);
+	return NULL;
+}
+
+START_TEST(a_worker_that_does_not_run_does_not_hold_up_a_dispatch)
+{
+	struct dispatches d;
+	struct timespec deadline;
+	pthread_t t;
+	int err;
+	struct sigaction sa = { .sa_handler = park }, old;
+	static struct who_job j;
+	struct nq_pool *pool;
+	pid_t before[64], after[64], worker = 0;
+	int nbefore, nafter;
+
+	memset(&j, 0, sizeof(j));
+	atomic_store(&parked, 0);
+	atomic_store(&released, 0);
+	nbefore = thread_ids(before, 64);
+	ck_assert_int_eq(nq_pool_create(2, &pool), 0);
+	nq_pool_run(pool, who_part, &j);
+	nafter = thread_ids(after, 64);
+	for (int i = 0; i < nafter; i++) {
+		bool old_thread = false;
+
+		for (int k = 0; k < nbefore; k++)
+			old_thread |= after[i] == before[k];
+		if (!old_thread)
+			worker = after[i];
+	}
+	ck_assert_int_eq(nafter, nbefore + 1);
+	ck_assert_int_ne(worker, 0);
+	/* Park the worker once it sleeps (it spins 0.2 ms after a dispatch). */
+	ck_assert_int_eq(sigaction(SIGUSR1, &sa, &old), 0);
+	usleep(20000);
+	ck_assert_int_eq(syscall(SYS_tgkill, getpid(), worker, SIGUSR1), 0);
+	for (int i = 0; i < 5000 && !atomic_load(&parked); i++)
+		usleep(1000);
+	ck_assert_msg(atomic_load(&parked), "the worker did not take the signal in 5 s");
+
+	/* With the worker away, every dispatch still completes: the caller
+	 * runs the worker's part itself.  (Before, it waited for the worker:
+	 * the dispatching thread is given 5 s, then the worker is let go so
+	 * that the failure is reported instead of hanging.) */
+	d = (struct dispatches){ pool, &j, 20, 0 };
+	ck_assert_int_eq(pthread_create(&t, NULL, dispatch_n, &d), 0);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 5;
+	err = pthread_timedjoin_np(t, NULL, &deadline);
+	atomic_store(&released, 1);
+	if (err)
+		pthread_join(t, NULL);
+	ck_assert_msg(!err, "20 dispatches did not finish in 5 s while the worker was away");
+	ck_assert_uint_eq(atomic_load(&j.hits[0]), 21);
+	ck_assert_uint_eq(atomic_load(&j.hits[1]), 21);
+	ck_assert_int_eq(atomic_load(&j.by[1]), d.tid);
+
+	/* Back, the worker finds its parts taken and runs none twice. */
+	usleep(20000);
+	for (int r = 0; r < 200; r++)
+		nq_pool_run(pool, who_part, &j);
+	ck_assert_uint_eq(atomic_load(&j.hits[0]), 221);
+	ck_assert_uint_eq(atomic_load(&j.hits[1]), 221);
+	nq_pool_destroy(pool);
+	ck_assert_int_eq(sigaction(SIGUSR1, &old, NULL), 0);
+}
+END_TEST
+
 START_TEST(thread_count_follows_quota_env_and_api)
 {
 	unsigned int n, cpus = nq_cpus_usable();
@@ -1362,6 +1475,7 @@ int main(void)
 	tcase_add_loop_test(tc, fused_add_epilogue_matches_conv_then_add, 0, NISAS + 1);
 	tcase_add_test(tc, pool_runs_every_part_once_per_dispatch);
 	tcase_add_test(tc, wake_keeps_workers_off_the_callers_cpu);
+	tcase_add_test(tc, a_worker_that_does_not_run_does_not_hold_up_a_dispatch);
 	tcase_add_test(tc, thread_count_follows_quota_env_and_api);
 	tcase_add_test(tc, isa_selection_honours_nq_isa);
 	suite_add_tcase(s, tc);
