@@ -17,7 +17,8 @@
 # down switch finished (the policy log's done_ns, after the residual planes were
 # released).  Both paths are timed against the same onset.  Also sampled:
 # the cgroup's memory use, the server's major faults, OOM kills, every
-# request's latency and level.
+# request's latency, level and whether its answer is the right one for that
+# level.
 #
 # Needs root, a memory cgroup controller and the BPF monitor.  Knobs:
 #   PRESSURE_MODELS   resnet-small,mobilenet (models/NAME.onnx, converted once
@@ -39,8 +40,8 @@
 #                     the cgroup's limit a second, so the cgroup reclaims all
 #                     the time.  Faster, the hog's block I/O and copying
 #                     themselves slow a part-bit server that never switches or
-#                     faults (parthog): 1.8-2.1x at p99 with 256 MiB/s, 2-3.4x
-#                     unpaced (0, about 1.9 GB/s here), which measures
+#                     faults (parthog): 1.6x at p99 unpaced (0, about 1.9
+#                     GB/s here; 2 rounds, 2026-11-28), which measures
 #                     contention for the CPU, not memory pressure   [64]
 #   PRESSURE_RT       N > 0: every case runs `serve --rt-priority N` (inference
 #                     threads SCHED_FIFO N, switching thread N + 1), so that the
@@ -185,7 +186,7 @@ run_case() {
 	# A bound only: the load is stopped (SIGINT: it answers what is in
 	# flight and writes its summary) when the hog is done.
 	"$NQ" query --socket "$S" --data fashion-mnist:test:0-99 --duration $((n * 10 + 60)) \
-		--rate "$rate" --concurrency 2 --log "$d/requests.jsonl" -q >"$d/summary.json" \
+		--rate "$rate" --concurrency 2 --expect "$EXPECT" --log "$d/requests.jsonl" -q >"$d/summary.json" \
 		2>"$d/query.err" &
 	q=$!
 	sleep 1
@@ -220,6 +221,23 @@ run_case() {
 for name in $(echo "$MODELS" | tr ',' ' '); do
 	m=$(model_file "$name") || { echo "pressure-latency: $name: no model (skipped)" >&2; continue; }
 	info=$("$NQ" info --json "$m")
+	# Expected answers of the 100 items the load sends, at every level, from
+	# `nestquant run`: each answer of every case is checked at the level it
+	# reports.
+	EXPECT=$WORK/$name/expect
+	mkdir -p "$WORK/$name"
+	if [ ! -s "$EXPECT" ] || [ "$EXPECT" -ot "$m" ]; then
+		: >"$EXPECT.tmp"
+		for i in $(seq 0 99); do
+			for l in part full; do
+				"$NQ" run "$m" --data fashion-mnist:$i --level $l --json |
+					sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" \
+					>>"$EXPECT.tmp"
+			done
+		done
+		[ "$(wc -l <"$EXPECT.tmp")" -eq 200 ] || die "$name: expected answers: $(head -n 2 "$EXPECT.tmp")"
+		mv "$EXPECT.tmp" "$EXPECT"
+	fi
 	r0=$(echo "$info" | sed -n 's/.*"level": 0,.*"resident_bytes": \([0-9]*\).*/\1/p')
 	top=$(echo "$info" | grep -c '"resident_bytes"')
 	r1=$(echo "$info" | sed -n "s/.*\"level\": $((top - 1)),.*\"resident_bytes\": \([0-9]*\).*/\1/p")

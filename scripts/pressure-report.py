@@ -167,6 +167,9 @@ def analyse_case(case_dir):
         "requests": len(reqs),
         "requests_under_pressure": len(lat),
         "errors": sum(1 for r in reqs if not r.get("ok")),
+        # Answers checked against `nestquant run` at the level they report.
+        "checked": sum(1 for r in reqs if r.get("correct") is not None),
+        "wrong": sum(1 for r in reqs if r.get("correct") is False),
         "request_ms": {"p50": ms(pct(lat, 50)), "p99": ms(pct(lat, 99)), "max": ms(max(lat) if lat else None)},
         "rounds": len(dirs),
         "round_request_p99_ms": rounds_p99,
@@ -372,9 +375,10 @@ def main():
            "calm and part-bit + hog run interleaved in rounds (each round all of them, in a rotating order); "
            "*p99 / calm p99* is the median over the rounds of each round's p99 over the same "
            "round's calm p99 (psi, run once after the rounds: its pooled p99 over the pooled "
-           "calm p99).", "",
-           "| model | case | rounds | requests (under pressure) | request p50 (ms) | p99 (ms) | p99 / calm p99 | server major faults | OOM kills | answers per level |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "calm p99). *wrong / checked*: answers that differ from `nestquant run` on the same item at "
+           "the level the answer reports, out of those checked (every one).", "",
+           "| model | case | rounds | requests (under pressure) | request p50 (ms) | p99 (ms) | p99 / calm p99 | server major faults | OOM kills | answers per level | wrong / checked |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     names = {"calm": "calm (part-bit, no hog)", "none": "switching off (`--signal none`)",
              "bpf": "switching on (BPF)", "psi": "switching on (PSI)",
              "parthog": "part-bit + hog, switching off"}
@@ -387,7 +391,8 @@ def main():
             ratio = fmt(p99_ratio(r, m["cases"].get("calm")))
             lv = ", ".join(f"L{k}: {v}" for k, v in sorted(r["answers_per_level"].items()))
             md.append(f"| {model} | {names[c]} | {r['rounds']} | {r['requests']} ({r['requests_under_pressure']}) | {fmt(r['request_ms']['p50'])} | {fmt(p99)} | "
-                      f"{ratio} | {r['majflt'] if r['majflt'] is not None else '–'} | {r['oom_kills']} | {lv} |")
+                      f"{ratio} | {r['majflt'] if r['majflt'] is not None else '–'} | {r['oom_kills']} | {lv} | "
+                      f"{r['wrong']} / {r['checked']} |")
     md.append("")
     for model, m in result["models"].items():
         if m["png"]:
