@@ -9,8 +9,8 @@
  * that splitting a layer across any number of threads gives the same bytes.
  */
 #include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1330,6 +1330,24 @@ static void *dispatch_n(void *arg)
 	return NULL;
 }
 
+/* The scheduler state letter of thread `tid` of this process ('S': asleep). */
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[256], *rp;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' ? rp[2] : 0;
+}
+
 START_TEST(a_worker_that_does_not_run_does_not_hold_up_a_dispatch)
 {
 	struct dispatches d;
@@ -1359,9 +1377,13 @@ START_TEST(a_worker_that_does_not_run_does_not_hold_up_a_dispatch)
 	}
 	ck_assert_int_eq(nafter, nbefore + 1);
 	ck_assert_int_ne(worker, 0);
-	/* Park the worker once it sleeps (it spins 0.2 ms after a dispatch). */
+	/* Park the worker once it sleeps (it spins 0.2 ms after a dispatch),
+	 * in its condition wait, which holds no lock the dispatch needs. */
 	ck_assert_int_eq(sigaction(SIGUSR1, &sa, &old), 0);
-	usleep(20000);
+	for (int i = 0; i < 5000 && thread_state(worker) != 'S'; i++)
+		usleep(1000);
+	ck_assert_msg(thread_state(worker) == 'S', "the worker did not go to sleep in 5 s (state %c)",
+		      thread_state(worker));
 	ck_assert_int_eq(syscall(SYS_tgkill, getpid(), worker, SIGUSR1), 0);
 	for (int i = 0; i < 5000 && !atomic_load(&parked); i++)
 		usleep(1000);
