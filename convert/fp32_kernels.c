@@ -159,6 +159,26 @@ int k_conv2d(const struct k_conv *p, const float *x, float *y, int n0, int n1)
 	return 0;
 }
 
+/*
+ * The taps t in [0, k) of one pooling axis whose position base + t * step
+ * lies in [lo, hi), as [*t0, *t1).  Computed rather than tested tap by tap:
+ * a window may be far wider than the input (auto_pad SAME with a kernel of
+ * 65535 is valid ONNX), and the loops then cost the input, not the window.
+ */
+static void tap_range(int base, int step, int k, int lo, int hi, int *t0, int *t1)
+{
+	long long b = base, st = step > 0 ? step : 1, a = 0, e = k;
+
+	if (b < lo)
+		a = (lo - b + st - 1) / st;
+	if (b >= hi)
+		e = 0;
+	else if ((hi - 1 - b) / st + 1 < e)
+		e = (hi - 1 - b) / st + 1;
+	*t0 = (int)(a < k ? a : k);
+	*t1 = (int)(e > *t0 ? e : *t0);
+}
+
 void k_maxpool(const struct k_pool *p, const float *x, float *y, int n0, int n1)
 {
 	for (size_t nc = (size_t)n0 * p->C; nc < (size_t)n1 * p->C; nc++) {
@@ -166,20 +186,20 @@ void k_maxpool(const struct k_pool *p, const float *x, float *y, int n0, int n1)
 		float *yc = y + nc * p->OH * p->OW;
 
 		for (int oy = 0; oy < p->OH; oy++) {
+			int by = oy * p->sh - p->pt, ky0, ky1;
+
+			tap_range(by, p->dh, p->kh, 0, p->H, &ky0, &ky1);
 			for (int ox = 0; ox < p->OW; ox++) {
+				int bx = ox * p->sw - p->pl, kx0, kx1;
 				float m = -INFINITY;
 
-				for (int ky = 0; ky < p->kh; ky++) {
-					int iy = oy * p->sh - p->pt + ky * p->dh;
+				tap_range(bx, p->dw, p->kw, 0, p->W, &kx0, &kx1);
+				for (int ky = ky0; ky < ky1; ky++) {
+					const float *row = xc + (size_t)(by + ky * p->dh) * p->W;
 
-					if (iy < 0 || iy >= p->H)
-						continue;
-					for (int kx = 0; kx < p->kw; kx++) {
-						int ix = ox * p->sw - p->pl + kx * p->dw;
-
-						if (ix >= 0 && ix < p->W && xc[iy * p->W + ix] > m)
-							m = xc[iy * p->W + ix];
-					}
+					for (int kx = kx0; kx < kx1; kx++)
+						if (row[bx + kx * p->dw] > m)
+							m = row[bx + kx * p->dw];
 				}
 				yc[oy * p->OW + ox] = m;
 			}
@@ -194,28 +214,27 @@ void k_avgpool(const struct k_pool *p, const float *x, float *y, int n0, int n1)
 		float *yc = y + nc * p->OH * p->OW;
 
 		for (int oy = 0; oy < p->OH; oy++) {
+			int by = oy * p->sh - p->pt, ky0, ky1, py0, py1;
+
+			tap_range(by, p->dh, p->kh, 0, p->H, &ky0, &ky1);
+			/* count_include_pad counts the pads, not what lies past
+			 * them (ceil_mode) */
+			tap_range(by, p->dh, p->kh, -p->pt, p->H + p->pb, &py0, &py1);
 			for (int ox = 0; ox < p->OW; ox++) {
+				int bx = ox * p->sw - p->pl, kx0, kx1, px0, px1;
 				float s = 0.0f;
-				int cnt = 0, total = 0;
+				long long cnt, total;
 
-				for (int ky = 0; ky < p->kh; ky++) {
-					int iy = oy * p->sh - p->pt + ky * p->dh;
+				tap_range(bx, p->dw, p->kw, 0, p->W, &kx0, &kx1);
+				tap_range(bx, p->dw, p->kw, -p->pl, p->W + p->pr, &px0, &px1);
+				for (int ky = ky0; ky < ky1; ky++) {
+					const float *row = xc + (size_t)(by + ky * p->dh) * p->W;
 
-					for (int kx = 0; kx < p->kw; kx++) {
-						int ix = ox * p->sw - p->pl + kx * p->dw;
-
-						/* count_include_pad counts the pads, not
-						 * what lies past them (ceil_mode) */
-						if (iy < -p->pt || iy >= p->H + p->pb ||
-						    ix < -p->pl || ix >= p->W + p->pr)
-							continue;
-						total++;
-						if (iy < 0 || iy >= p->H || ix < 0 || ix >= p->W)
-							continue;
-						s += xc[iy * p->W + ix];
-						cnt++;
-					}
+					for (int kx = kx0; kx < kx1; kx++)
+						s += row[bx + kx * p->dw];
 				}
+				cnt = (long long)(ky1 - ky0) * (kx1 - kx0);
+				total = (long long)(py1 - py0) * (px1 - px0);
 				yc[oy * p->OW + ox] = s / (float)(p->count_include_pad ? total : (cnt ? cnt : 1));
 			}
 		}
