@@ -90,8 +90,12 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 [ "$(id -u)" -eq 0 ] || die "needs root (memory cgroups, BPF)"
-[ -x "$NQ" ] && [ -x "$TOOLS/memhog" ] && [ -x "$TOOLS/write-mlp-nq" ] ||
-	die "build first: make O=$O all $O/tests/tools/memhog $O/tests/tools/write-mlp-nq"
+built() { [ -x "$NQ" ] && [ -x "$TOOLS/memhog" ] && [ -x "$TOOLS/write-mlp-nq" ]; }
+# What `make bench-pressure` builds first; run directly (scripts/switch-latency.sh
+# pressure, as the README shows), build it here.
+built || ${MAKE:-make} --no-print-directory O="$O" all "$O/tests/tools/memhog" \
+	"$O/tests/tools/write-mlp-nq" >&2
+built || die "build first: make O=$O all $O/tests/tools/memhog $O/tests/tools/write-mlp-nq"
 # The dataset (requests), python3 (sampler, report) and gnuplot (PNGs): a
 # machine that has only run `make` lacks them.
 scripts/setup-deps.sh demo >&2 || die "could not install the Debian packages (scripts/setup-deps.sh demo)"
