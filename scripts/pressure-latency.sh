@@ -231,14 +231,7 @@ for name in $(echo "$MODELS" | tr ',' ' '); do
 	EXPECT=$WORK/$name/expect
 	mkdir -p "$WORK/$name"
 	if [ ! -s "$EXPECT" ] || [ "$EXPECT" -ot "$m" ]; then
-		: >"$EXPECT.tmp"
-		for i in $(seq 0 99); do
-			for l in part full; do
-				"$NQ" run "$m" --data fashion-mnist:$i --level $l --json |
-					sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" \
-					>>"$EXPECT.tmp"
-			done
-		done
+		scripts/expected-answers.sh "$NQ" "$m" 100 >"$EXPECT.tmp"
 		[ "$(wc -l <"$EXPECT.tmp")" -eq 200 ] || die "$name: expected answers: $(head -n 2 "$EXPECT.tmp")"
 		mv "$EXPECT.tmp" "$EXPECT"
 	fi

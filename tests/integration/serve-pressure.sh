@@ -91,15 +91,7 @@ RESIDUAL=$((R1 - R0))
 
 # Expected answers: items 0..11 at both levels, from `nestquant run`.
 ITEMS=12
-: >"$TMP/expect"
-i=0
-while [ $i -lt $ITEMS ]; do
-	for l in part full; do
-		"$NQ" run "$M" --data fashion-mnist:$i --level $l --json |
-			sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" >>"$TMP/expect"
-	done
-	i=$((i + 1))
-done
+scripts/expected-answers.sh "$NQ" "$M" $ITEMS >"$TMP/expect"
 [ "$(wc -l <"$TMP/expect")" -eq $((2 * ITEMS)) ] || fail "expected answers: $(head -n 3 "$TMP/expect")"
 
 # wait_ready FILE: the server's ready line (launch passes serve's stdout on).

@@ -78,13 +78,7 @@ echo "ok: socket 0600, live socket and regular file refused"
 DATA=yes
 "$NQ" run "$TMP/m.nq" --data fashion-mnist:0 --json >/dev/null 2>"$TMP/data.err" || DATA=
 if [ -n "$DATA" ]; then
-	: >"$TMP/expect"
-	for i in 0 1 2 3 4 5 6 7; do
-		for l in part full; do
-			"$NQ" run "$TMP/m.nq" --data fashion-mnist:$i --level $l --json |
-				sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" >>"$TMP/expect"
-		done
-	done
+	scripts/expected-answers.sh "$NQ" "$TMP/m.nq" 8 >"$TMP/expect"
 	[ "$(wc -l <"$TMP/expect")" -eq 16 ] || fail "expected answers: $(cat "$TMP/expect")"
 	sum=$("$NQ" query --socket "$S" --data fashion-mnist:test:0-7 --count 64 --concurrency 4 \
 		--expect "$TMP/expect" -q) || fail "query under concurrency: $sum"

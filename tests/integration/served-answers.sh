@@ -16,17 +16,7 @@ DATA=1
 }
 ITEMS=8
 : >"$TMP/expect"
-if [ -n "$DATA" ]; then
-	i=0
-	while [ $i -lt $ITEMS ]; do
-		for l in part full; do
-			"$NQ" run "$M" --data fashion-mnist:$i --level $l --json |
-				sed -n "s/.*\"level\": \([0-9]*\),.*\"top\": \(\[.*\]\)}/$i \1 \2/p" \
-				>>"$TMP/expect"
-		done
-		i=$((i + 1))
-	done
-fi
+[ -z "$DATA" ] || scripts/expected-answers.sh "$NQ" "$M" $ITEMS >"$TMP/expect"
 
 # query_ok TAG: a batch of requests, each right for its level.
 query_ok() {
